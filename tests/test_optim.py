@@ -1,0 +1,135 @@
+"""Dense penalty, optimizer chain and schedules against their definitions in DESIGN §2."""
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from s3jax import dense_penalty, dense_weight_penalty, init_latent, make_optimizer, materialize
+from s3jax.optim import make_schedule
+
+
+def optim_config(**overrides):
+  c = ml_collections.ConfigDict()
+  c.batch_size = 256
+  c.num_epochs = 10
+  c.total_steps = 0
+  c.quant = ml_collections.ConfigDict({"dense_penalty": 1e-5})
+  c.optim = ml_collections.ConfigDict(
+      {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "cosine_epoch", "warmup_epochs": 0})
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+def toy_params():
+  keys = jax.random.split(jax.random.key(0), 3)
+  return {"conv": {"kernel": init_latent(keys[0], (3, 3, 4, 8), 3)},
+          "bn": {"scale": jnp.ones((8,))},
+          "head": {"kernel": jax.random.normal(keys[1], (8, 5)), "bias": jnp.zeros((5,))}}
+
+
+def toy_loss(params, x):
+  w = materialize(params["conv"]["kernel"])
+  h = jnp.einsum("nhwi,hwio->no", x, w) * params["bn"]["scale"]
+  logits = h @ params["head"]["kernel"] + params["head"]["bias"]
+  return jnp.mean(jax.nn.logsumexp(logits, axis=-1) - logits[:, 0])
+
+
+def test_dense_penalty_is_a_sum_over_negative_sparse_latents():
+  p = toy_params()
+  sparse = np.asarray(p["conv"]["kernel"].sparse)
+  np.testing.assert_allclose(dense_penalty(p), np.sum(np.maximum(-sparse, 0)), rtol=1e-6)
+  assert float(dense_penalty({"w": jnp.ones(3)})) == 0.0
+
+
+def test_penalty_transform_touches_only_sparse_leaves():
+  p = toy_params()
+  alpha = 0.5
+  tx = dense_weight_penalty(alpha)
+  zeros = jax.tree.map(jnp.zeros_like, p)
+  updates, _ = tx.update(zeros, tx.init(p), p)
+  expected = jax.tree.map(jnp.zeros_like, p)
+  sparse = p["conv"]["kernel"].sparse
+  expected["conv"]["kernel"] = expected["conv"]["kernel"].__class__(
+      sign=expected["conv"]["kernel"].sign, shift=expected["conv"]["kernel"].shift,
+      sparse=-alpha * (sparse < 0).astype(jnp.float32))
+  chex.assert_trees_all_equal(updates, expected)
+  # It equals the autodiff gradient of alpha * dense_penalty.
+  grad = jax.grad(lambda q: alpha * dense_penalty(q))(p)
+  chex.assert_trees_all_close(updates, grad, atol=0)
+
+
+@pytest.mark.parametrize("alpha", [1e-5, 0.05])
+def test_penalty_in_chain_equals_penalty_in_loss(alpha):
+  """Several SGD+momentum+weight-decay steps: transform in the chain == alpha*R added to the loss."""
+  config = optim_config(**{"quant.dense_penalty": alpha, "optim.schedule": "constant"})
+  no_penalty = optim_config(**{"quant.dense_penalty": 0.0, "optim.schedule": "constant"})
+  x = jax.random.normal(jax.random.key(1), (16, 3, 3, 4))
+  p0 = toy_params()
+
+  def run(cfg, loss_fn):
+    tx, _ = make_optimizer(cfg, p0, steps_per_epoch=10)
+    p, state = p0, tx.init(p0)
+    for _ in range(6):
+      g = jax.grad(loss_fn)(p, x)
+      updates, state = tx.update(g, state, p)
+      p = optax.apply_updates(p, updates)
+    return p
+
+  in_chain = run(config, toy_loss)
+  in_loss = run(no_penalty, lambda p, x: toy_loss(p, x) + alpha * dense_penalty(p))
+  without = run(no_penalty, toy_loss)
+  chex.assert_trees_all_close(in_chain, in_loss, atol=1e-6, rtol=0)
+  gap = np.max(np.abs(np.asarray(in_chain["conv"]["kernel"].sparse - without["conv"]["kernel"].sparse)))
+  assert gap > 0.5 * alpha * 0.1  # the penalty visibly moved the sparse latents
+
+
+def test_cosine_epoch_schedule_reproduces_the_reference_formula():
+  spe, epochs = 7, 5
+  config = optim_config(**{"num_epochs": epochs, "batch_size": 512})
+  sched = make_schedule(config, spe)
+  base = 0.1 * 512 / 256
+  for step in range(spe * epochs):
+    e = step // spe
+    np.testing.assert_allclose(sched(step), base * 0.5 * (1 + math.cos(math.pi * (e + 1) / epochs)),
+                               rtol=1e-6, atol=1e-7)
+
+
+def test_per_step_cosine_warmup_and_constant():
+  spe = 10
+  config = optim_config(**{"optim.schedule": "cosine", "optim.warmup_epochs": 2, "num_epochs": 6})
+  sched = make_schedule(config, spe)
+  np.testing.assert_allclose(sched(0), 0.0)
+  np.testing.assert_allclose(sched(10), 0.05, rtol=1e-6)  # halfway through warm-up
+  np.testing.assert_allclose(sched(20), 0.1, rtol=1e-6)
+  np.testing.assert_allclose(sched(40), 0.1 * 0.5 * (1 + math.cos(math.pi * 0.5)), rtol=1e-5)
+  np.testing.assert_allclose(sched(60), 0.0, atol=1e-7)
+  const = make_schedule(optim_config(**{"optim.schedule": "constant", "batch_size": 64}), spe)
+  np.testing.assert_allclose(const(123), 0.1 * 64 / 256)
+  with pytest.raises(ValueError, match="schedule"):
+    make_schedule(optim_config(**{"optim.schedule": "step"}), spe)
+
+
+def test_momentum_and_coupled_weight_decay_follow_pytorch_sgd():
+  """PyTorch SGD: buf = m*buf + (g + wd*p); p -= lr*buf."""
+  config = optim_config(**{"optim.schedule": "constant", "quant.dense_penalty": 0.0,
+                           "optim.weight_decay": 0.01})
+  p = {"w": jnp.array([1.0, -2.0])}
+  tx, _ = make_optimizer(config, p, steps_per_epoch=1)
+  state = tx.init(p)
+  buf, ref = np.zeros(2), np.array([1.0, -2.0])
+  for g in ([0.5, 0.1], [-0.3, 0.2], [0.0, 1.0]):
+    updates, state = tx.update({"w": jnp.array(g)}, state, p)
+    p = optax.apply_updates(p, updates)
+    buf = 0.9 * buf + (np.array(g) + 0.01 * ref)
+    ref = ref - 0.1 * buf
+  np.testing.assert_allclose(p["w"], ref, rtol=1e-6)
