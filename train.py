@@ -1,6 +1,41 @@
-"""Trains an S3 ResNet; the trainer lands with the trainer issue."""
-import sys
+r"""Trains an S3 (or full-precision) ResNet.
+
+  python train.py --config=configs/mnist.py --workdir=/tmp/s3_mnist
+  python train.py --config=configs/imagenet_r50.py --workdir=gs://... --config.batch_size=1024
+
+Any config key can be overridden with --config.<key>=<value>; --config.quant.bits=32 is the FP baseline.
+"""
+import logging as pylogging
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from s3jax.config import ConfigError
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "A file in configs/.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and logs.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _quiet_library_info(record) -> bool:
+  """Keeps Orbax's and TensorFlow's INFO chatter out of the training log; warnings still show."""
+  return record.levelno >= pylogging.WARNING or not any(
+      lib in record.pathname for lib in ("/orbax/", "/tensorflow"))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_quiet_library_info)
+  from s3jax.train import train_and_evaluate  # after flag parsing, so --help is fast
+  try:
+    metrics = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except ConfigError as err:
+    logging.error("%s", err)
+    raise SystemExit(f"error: {err}") from None
+  if "eval/top1" in metrics:
+    print(f"final eval/top1 = {metrics['eval/top1']:.4f}  eval/top5 = {metrics['eval/top5']:.4f}")
+
 
 if __name__ == "__main__":
-  print("usage: python train.py --config=configs/<name>.py --workdir=<dir>  (trainer not yet available)")
-  sys.exit(2)
+  app.run(main)

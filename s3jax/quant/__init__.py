@@ -5,3 +5,4 @@ from s3jax.quant.latent import (INIT_SCHEMES, SUPPORTED_BITS, S3Latent, from_cod
 from s3jax.quant.penalty import dense_penalty, dense_weight_penalty
 from s3jax.quant.tree import (DEFAULT_RESNET_RULES, latents_with_paths, materialize_tree,
                               quantized_paths, sparse_mask, to_latents)
+from s3jax.quant.stats import level_counts, level_names

@@ -1,0 +1,80 @@
+"""Config defaults shared by every file in configs/, and validation that runs before anything compiles."""
+import ml_collections
+
+from s3jax.models import MODEL_NAMES
+from s3jax.optim import SCHEDULES
+from s3jax.quant import DEFAULT_RESNET_RULES, INIT_SCHEMES, SUPPORTED_BITS
+
+FULL_PRECISION_BITS = 32
+DATASETS = ("mnist5k", "digits")
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message is one line saying what to change."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every key the trainer reads, at the paper's ImageNet recipe (DESIGN §2) where one applies."""
+  c = ml_collections.ConfigDict()
+  c.model = "resnet18"
+  c.num_classes = 1000
+  c.half_precision = False
+  c.seed = 0
+  c.batch_size = 256            # global, over all devices and hosts
+  c.num_epochs = 200
+  c.total_steps = 0             # > 0 overrides num_epochs
+  c.log_every_steps = 100
+  c.eval_every_steps = 0        # <= 0: once per epoch
+  c.checkpoint_every_steps = 1000
+  c.keep_checkpoints = 3
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "imagenet2012"
+  c.data.data_dir = ""          # tfds data dir ('' = TFDS_DATA_DIR or ~/tensorflow_datasets)
+  c.data.manual_dir = ""        # where ILSVRC2012_img_{train,val}.tar lie, to prepare imagenet2012
+  c.data.image_size = 224
+  c.data.crop_padding = 0       # in-memory datasets: random crop after zero-padding by this much
+
+  c.quant = ml_collections.ConfigDict()
+  c.quant.bits = 3              # 2..5 for S3, or 32 for full precision through the same code path
+  c.quant.init = "normal"       # 'normal' (released code) or 'dense' (first public commit)
+  c.quant.rules = DEFAULT_RESNET_RULES
+  c.quant.dense_penalty = 1e-5  # alpha of R = alpha * sum(max(-Wz, 0))
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.lr = 0.1              # at batch 256, scaled linearly with batch_size
+  c.optim.momentum = 0.9
+  c.optim.weight_decay = 1e-4
+  c.optim.schedule = "cosine_epoch"
+  c.optim.warmup_epochs = 0.0
+  return c
+
+
+def _check(ok: bool, message: str):
+  if not ok:
+    raise ConfigError(message)
+
+
+def validate_config(config, device_count: int | None = None):
+  """Raises ConfigError on the first value that cannot work."""
+  bits = config.quant.bits
+  _check(bits in SUPPORTED_BITS or bits == FULL_PRECISION_BITS,
+         f"quant.bits={bits!r} is not supported; use one of {SUPPORTED_BITS} or {FULL_PRECISION_BITS}.")
+  _check(config.model in MODEL_NAMES, f"model={config.model!r} is unknown; use one of {MODEL_NAMES}.")
+  _check(config.data.name in DATASETS,
+         f"data.name={config.data.name!r} is unknown; use one of {DATASETS}.")
+  _check(config.quant.init in INIT_SCHEMES,
+         f"quant.init={config.quant.init!r} is unknown; use one of {INIT_SCHEMES}.")
+  _check(config.optim.schedule in SCHEDULES,
+         f"optim.schedule={config.optim.schedule!r} is unknown; use one of {SCHEDULES}.")
+  _check(config.optim.lr > 0, f"optim.lr={config.optim.lr!r} must be > 0.")
+  _check(config.batch_size > 0, f"batch_size={config.batch_size!r} must be > 0.")
+  _check(config.total_steps > 0 or config.num_epochs > 0,
+         f"num_epochs={config.num_epochs!r} must be > 0 (or set total_steps > 0).")
+  _check(config.num_classes > 0, f"num_classes={config.num_classes!r} must be > 0.")
+  _check(config.quant.dense_penalty >= 0,
+         f"quant.dense_penalty={config.quant.dense_penalty!r} must be >= 0.")
+  if device_count is not None:
+    _check(config.batch_size % device_count == 0,
+           f"batch_size={config.batch_size} is not divisible by the {device_count} devices; "
+           f"use a multiple of {device_count}.")

@@ -1,0 +1,25 @@
+"""Data parallelism: one 'data' mesh axis over every device of every host; state replicated."""
+import jax
+import numpy as np
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def make_data_mesh(devices=None) -> jax.sharding.Mesh:
+  devices = np.asarray(jax.devices() if devices is None else devices)
+  return jax.sharding.Mesh(devices, (DATA_AXIS,), axis_types=(AxisType.Explicit,))
+
+
+def batch_sharding(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicated(mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def global_batch(local_batch: dict, mesh) -> dict:
+  """Per-process numpy arrays -> global arrays sharded on the batch axis across all hosts."""
+  sharding = batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}

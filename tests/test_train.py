@@ -1,0 +1,129 @@
+"""The trainer end to end on 8 fake CPU devices, on the real code paths (no mocks)."""
+import os
+import shutil
+import subprocess
+import sys
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+
+from helpers import REPO, config_names, load_config
+from s3jax import input_pipeline, sharding
+from s3jax.config import validate_config
+from s3jax.metrics import read_metrics
+from s3jax.models import create_model
+from s3jax.optim import make_optimizer
+from s3jax.steps import make_train_step
+from s3jax.train import create_train_state, train_and_evaluate
+
+
+def test_runs_on_eight_fake_devices():
+  assert jax.device_count() == 8
+
+
+def tiny_digits(**overrides):
+  base = {"batch_size": 64, "log_every_steps": 5, "checkpoint_every_steps": 1000}
+  return load_config("digits", **{**base, **overrides})
+
+
+def test_digits_trains_end_to_end(tmp_path):
+  config = tiny_digits(num_epochs=3, eval_every_steps=0)
+  final = train_and_evaluate(config, str(tmp_path))
+  records = read_metrics(str(tmp_path))
+  losses = [r["train/loss"] for r in records if "train/loss" in r]
+  assert np.mean(losses[-3:]) < 0.5 * losses[0]
+  assert final["eval/top1"] > 0.6  # chance is 0.1
+  evals = [r for r in records if "eval/top1" in r]
+  assert len(evals) == 3  # once per epoch (22 steps each)
+  assert [r["step"] for r in evals] == [22, 44, 66]
+  shares = [v for k, v in evals[-1].items() if k.startswith("s3/share_")]
+  assert len(shares) == 4 and abs(sum(shares) - 1) < 1e-6
+  assert os.path.exists(tmp_path / "config.json")
+  assert os.listdir(tmp_path / "tensorboard")
+
+
+def _one_step_params(devices, config, batch):
+  mesh = sharding.make_data_mesh(devices)
+  dataset_shape = batch["image"].shape[1:]
+  model = create_model(config.model, config.num_classes)
+  state, tx, schedule = create_train_state(config, model, dataset_shape, 10, mesh)
+  step = jax.jit(make_train_step(model, tx, schedule),
+                 in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
+                 out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)))
+  with jax.set_mesh(mesh):
+    for _ in range(2):
+      state, metrics = step(state, sharding.global_batch(batch, mesh))
+  return jax.device_get(state), jax.device_get(metrics)
+
+
+def test_eight_device_step_equals_one_device_step():
+  config = tiny_digits()
+  dataset = input_pipeline.create_dataset(config, input_pipeline.ProcessShard(0, 1))
+  batch = dataset.train_batch(0)
+  state8, metrics8 = _one_step_params(jax.devices(), config, batch)
+  state1, metrics1 = _one_step_params(jax.devices()[:1], config, batch)
+  # Global BatchNorm and a global mean loss: the only difference is float summation order.
+  chex.assert_trees_all_close(state8.params, state1.params, atol=2e-5, rtol=2e-5)
+  chex.assert_trees_all_close(state8.batch_stats, state1.batch_stats, atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(metrics8["train/loss"], metrics1["train/loss"], rtol=1e-5)
+
+
+def _restore_final(workdir):
+  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
+    return manager.restore(manager.latest_step()), manager.latest_step()
+
+
+def test_resume_reaches_the_same_final_parameters(tmp_path):
+  config = tiny_digits(total_steps=30, checkpoint_every_steps=10, eval_every_steps=15)
+  full, interrupted = str(tmp_path / "full"), str(tmp_path / "interrupted")
+  train_and_evaluate(config, full)
+  # An interrupted run: same workdir state as if it had stopped right after saving step 10.
+  shutil.copytree(full, interrupted)
+  for step in ("20", "30"):
+    shutil.rmtree(os.path.join(interrupted, "checkpoints", step))
+  resumed = train_and_evaluate(config, interrupted)
+  (a, step_a), (b, step_b) = _restore_final(full), _restore_final(interrupted)
+  assert step_a == step_b == 30
+  chex.assert_trees_all_equal(a, b)
+  # The metrics log is not duplicated by the resume.
+  steps = [r["step"] for r in read_metrics(interrupted) if "train/loss" in r]
+  assert steps == sorted(set(steps))
+  assert resumed["eval/top1"] == [r for r in read_metrics(full) if "eval/top1" in r][-1]["eval/top1"]
+
+
+@pytest.mark.parametrize("name", config_names())
+def test_every_config_loads_and_builds_model_and_optimizer(name):
+  config = load_config(name)
+  validate_config(config, jax.device_count())
+  model = create_model(config.model, config.num_classes, config.half_precision)
+  size = config.data.image_size
+  channels = 1 if config.data.name in input_pipeline.IN_MEMORY else 3
+  mesh = sharding.make_data_mesh(jax.devices()[:1])
+  abstract = jax.eval_shape(
+      lambda: create_train_state(config, model, (size, size, channels), 100, mesh)[0])
+  assert abstract.params
+  _, schedule = make_optimizer(config, abstract.params, steps_per_epoch=100)
+  assert float(schedule(0)) >= 0
+
+
+def test_cli_trains_and_reports_final_accuracy(tmp_path):
+  cmd = [sys.executable, "train.py", "--config=configs/digits.py", f"--workdir={tmp_path}",
+         "--config.total_steps=4", "--config.batch_size=32", "--config.eval_every_steps=4"]
+  out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert "final eval/top1 = " in out.stdout
+  assert [r["step"] for r in read_metrics(str(tmp_path)) if "eval/top1" in r] == [4]
+
+
+def test_cli_rejects_a_bad_config_in_one_line(tmp_path):
+  cmd = [sys.executable, "train.py", "--config=configs/digits.py", f"--workdir={tmp_path}",
+         "--config.quant.bits=7"]
+  out = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert out.returncode != 0
+  assert "Traceback" not in out.stderr
+  assert out.stderr.strip().splitlines()[-1].startswith("error: quant.bits=7 is not supported")
