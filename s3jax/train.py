@@ -90,7 +90,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
       f.write(config.to_json_best_effort(indent=2, sort_keys=True))
 
   dataset = input_pipeline.create_dataset(config)
-  model = create_model(config.model, config.num_classes, config.half_precision)
+  if config.num_classes and config.num_classes != dataset.num_classes:
+    raise ConfigError(f"num_classes={config.num_classes} but {config.data.name} has "
+                      f"{dataset.num_classes} classes; set --config.num_classes={dataset.num_classes}.")
+  model = create_model(config.model, dataset.num_classes, config.half_precision)
   steps_per_epoch = dataset.steps_per_epoch
   total_steps = total_train_steps(config, steps_per_epoch)
   eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch

@@ -1,0 +1,209 @@
+"""tensorflow-datasets input: ImageNet (prepared offline from manual_dir), CIFAR-10/100, image folders.
+
+Every process reads only its own shard (`tfds.split_for_jax_process`) and yields per-process numpy
+batches of global_batch / process_count examples. Eval is exact: each process pads its shard to the
+same number of batches and masks the padding, so every validation example is counted exactly once.
+Training order is seeded; a resumed run reseeds with the step it resumes from.
+"""
+import math
+import os
+
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from s3jax.config import DataError
+
+# TensorFlow only feeds the host pipeline: it must never take accelerator memory from JAX.
+tf.config.set_visible_devices([], "GPU")
+
+IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+CIFAR_MEAN = (0.4914 * 255, 0.4822 * 255, 0.4465 * 255)
+CIFAR_STD = (0.2470 * 255, 0.2435 * 255, 0.2616 * 255)
+IMAGENET_FILES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar")
+SHUFFLE_BUFFER = 16 * 1024
+
+
+# ----------------------------------------------------------------------------- preprocessing
+
+def _image_shape(image_bytes):
+  return tf.cond(tf.io.is_jpeg(image_bytes),
+                 lambda: tf.image.extract_jpeg_shape(image_bytes),
+                 lambda: tf.shape(tf.io.decode_image(image_bytes, 3, expand_animations=False)))
+
+
+def _decode_and_crop(image_bytes, window):
+  """Decodes only the crop window of a JPEG; other formats are decoded whole, then cropped."""
+  def generic():
+    image = tf.io.decode_image(image_bytes, 3, expand_animations=False)
+    return tf.image.crop_to_bounding_box(image, window[0], window[1], window[2], window[3])
+  return tf.cond(tf.io.is_jpeg(image_bytes),
+                 lambda: tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3), generic)
+
+
+def random_resized_crop(image_bytes, seed, size: int):
+  """RandomResizedCrop(size, scale=(0.08, 1), ratio=(3/4, 4/3)) from a sampled bounding box."""
+  shape = _image_shape(image_bytes)
+  begin, crop, _ = tf.image.stateless_sample_distorted_bounding_box(
+      shape, tf.zeros([1, 0, 4]), seed=seed, min_object_covered=0.0,
+      aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0), max_attempts=10,
+      use_image_if_no_bounding_boxes=True)
+  window = tf.stack([begin[0], begin[1], crop[0], crop[1]])
+  image = _decode_and_crop(image_bytes, window)
+  return tf.image.resize(image, [size, size], method="bilinear", antialias=False)
+
+
+def resize_and_center_crop(image_bytes, size: int):
+  """Resize the shorter side to size*256/224 (aspect kept), then a centre crop of size x size."""
+  image = tf.io.decode_image(image_bytes, 3, expand_animations=False)
+  resize_to = int(round(size * 256 / 224))
+  h, w = tf.cast(tf.shape(image)[0], tf.float32), tf.cast(tf.shape(image)[1], tf.float32)
+  scale = resize_to / tf.minimum(h, w)
+  new_h = tf.cast(tf.round(h * scale), tf.int32)
+  new_w = tf.cast(tf.round(w * scale), tf.int32)
+  image = tf.image.resize(image, [new_h, new_w], method="bilinear", antialias=True)
+  top, left = (new_h - size) // 2, (new_w - size) // 2
+  return tf.image.crop_to_bounding_box(image, top, left, size, size)
+
+
+def _normalize(image, mean, std):
+  return (tf.cast(image, tf.float32) - tf.constant(mean)) / tf.constant(std)
+
+
+# ----------------------------------------------------------------------------- datasets
+
+def _split_size(info, split) -> int:
+  return info.splits[split].num_examples
+
+
+def _options() -> tf.data.Options:
+  options = tf.data.Options()
+  options.autotune.enabled = True
+  options.threading.private_threadpool_size = max(os.cpu_count() or 1, 1)
+  options.threading.max_intra_op_parallelism = 1
+  return options
+
+
+class TfdsDataset:
+  """A tfds dataset fed per process; the same interface as `input_pipeline.InMemoryDataset`."""
+
+  def __init__(self, config, shard):
+    self.name = config.data.name
+    self.global_batch_size = config.batch_size
+    self.seed = config.seed
+    self.shard = shard
+    self.local_batch_size = config.batch_size // shard.count
+    self.builder, self.train_split, self.eval_split = _make_builder(config)
+    self._tfds_sharding = not isinstance(self.builder, tfds.ImageFolder)
+    info = self.builder.info
+    self.num_classes = info.features["label"].num_classes
+    if self.name.startswith("cifar"):
+      self.image_size, self.mean, self.std = 32, CIFAR_MEAN, CIFAR_STD
+    else:
+      self.image_size, self.mean, self.std = config.data.image_size, IMAGENET_MEAN, IMAGENET_STD
+    self.image_shape = (self.image_size, self.image_size, 3)
+    self.num_train = _split_size(info, self.train_split)
+    self.num_test = _split_size(info, self.eval_split)
+    if self.num_train < self.global_batch_size:
+      raise DataError(f"{self.name} has {self.num_train} training examples, fewer than batch_size="
+                      f"{self.global_batch_size}; use a smaller batch_size.")
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return self.num_train // self.global_batch_size
+
+  def _process_size(self, split, index: int) -> int:
+    """How many examples of `split` process `index` reads."""
+    if self._tfds_sharding:
+      process_split = tfds.split_for_jax_process(split, process_index=index, process_count=self.shard.count)
+      return _split_size(self.builder.info, process_split)
+    return len(range(index, _split_size(self.builder.info, split), self.shard.count))
+
+  def _read_process_shard(self, split, shuffle_seed=None):
+    """This process's examples of `split`, images left encoded."""
+    decoders = {"image": tfds.decode.SkipDecoding()}
+    if not self._tfds_sharding:  # ImageFolder has no sub-split API: shard the stream instead.
+      ds = self.builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
+      return ds.shard(self.shard.count, self.shard.index).with_options(_options())
+    process_split = tfds.split_for_jax_process(split, process_index=self.shard.index,
+                                               process_count=self.shard.count)
+    read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, options=_options())
+    return self.builder.as_dataset(split=process_split, shuffle_files=shuffle_seed is not None,
+                                   decoders=decoders, read_config=read_config)
+
+  def _train_preprocess(self, index, example, base_seed):
+    crop_seed = tf.stack([base_seed, 2 * index])
+    flip_seed = tf.stack([base_seed, 2 * index + 1])
+    if self.name.startswith("cifar"):
+      image = tf.io.decode_png(example["image"], channels=3)
+      image = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
+      image = tf.image.stateless_random_crop(image, [32, 32, 3], seed=crop_seed)
+    else:
+      image = random_resized_crop(example["image"], crop_seed, self.image_size)
+    image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+    return {"image": _normalize(image, self.mean, self.std), "label": tf.cast(example["label"], tf.int32)}
+
+  def train_iterator(self, start_step: int = 0):
+    # Seeds depend on where the run (re)starts, so a resumed run does not replay the same batches.
+    base_seed = self.seed * 1_000_003 + start_step
+    ds = self._read_process_shard(self.train_split, shuffle_seed=base_seed)
+    ds = ds.repeat().shuffle(min(SHUFFLE_BUFFER, self.num_train), seed=base_seed).enumerate()
+    ds = ds.map(lambda i, ex: self._train_preprocess(i, ex, tf.constant(base_seed, tf.int64)),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(self.local_batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return iter(tfds.as_numpy(ds))
+
+  def _eval_preprocess(self, example):
+    if self.name.startswith("cifar"):
+      image = tf.io.decode_png(example["image"], channels=3)
+    else:
+      image = resize_and_center_crop(example["image"], self.image_size)
+    return {"image": _normalize(image, self.mean, self.std), "label": tf.cast(example["label"], tf.int32),
+            "mask": tf.constant(True)}
+
+  def num_eval_batches(self) -> int:
+    """The same on every process: enough batches for the largest process shard."""
+    largest = max(self._process_size(self.eval_split, i) for i in range(self.shard.count))
+    return math.ceil(largest / self.local_batch_size)
+
+  def eval_batches(self):
+    num_batches = self.num_eval_batches()
+    padding = num_batches * self.local_batch_size - self._process_size(self.eval_split, self.shard.index)
+    ds = self._read_process_shard(self.eval_split).map(self._eval_preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+    pad = tf.data.Dataset.from_tensors({
+        "image": tf.zeros(self.image_shape, tf.float32), "label": tf.constant(0, tf.int32),
+        "mask": tf.constant(False)}).repeat(padding)
+    ds = ds.concatenate(pad).batch(self.local_batch_size).prefetch(tf.data.AUTOTUNE)
+    return iter(tfds.as_numpy(ds))
+
+
+def _make_builder(config):
+  """(builder, train split, eval split) for config.data; prepares ImageNet from manual_dir if needed."""
+  name, data_dir = config.data.name, config.data.data_dir or None
+  if name == "image_folder":
+    return _image_folder_builder(config.data.data_dir)
+  builder = tfds.builder(name, data_dir=data_dir)
+  if not builder.is_prepared():
+    if name != "imagenet2012":
+      raise DataError(f"{name} is not prepared in {builder.data_dir_root}; prepare it on a machine with "
+                      f"internet (`tfds build {name} --data_dir=DIR`) and set data.data_dir=DIR.")
+    manual_dir = config.data.manual_dir
+    missing = [f for f in IMAGENET_FILES if not manual_dir or not os.path.exists(os.path.join(manual_dir, f))]
+    if missing:
+      raise DataError(f"imagenet2012 is not prepared in {builder.data_dir_root} and {', '.join(missing)} "
+                      f"{'is' if len(missing) == 1 else 'are'} missing from data.manual_dir="
+                      f"{manual_dir!r}; put ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar there.")
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  eval_split = "validation" if "validation" in builder.info.splits else "test"
+  return builder, "train", eval_split
+
+
+def _image_folder_builder(root: str):
+  if not root or not os.path.isdir(os.path.join(root, "train")):
+    raise DataError(f"data.data_dir={root!r} has no train/ folder; image_folder expects "
+                    "<root>/train/<class>/*.jpg|png and <root>/test/<class>/... (or val/).")
+  builder = tfds.ImageFolder(root)
+  eval_split = next((s for s in ("test", "val", "validation") if s in builder.info.splits), None)
+  if eval_split is None:
+    raise DataError(f"data.data_dir={root!r} has no test/ or val/ folder next to train/.")
+  return builder, "train", eval_split
