@@ -6,6 +6,7 @@ from s3jax.optim import SCHEDULES
 from s3jax.quant import DEFAULT_RESNET_RULES, INIT_SCHEMES, SUPPORTED_BITS
 
 FULL_PRECISION_BITS = 32
+NONFINITE_POLICIES = ("stop", "skip")
 DATASETS = ("mnist5k", "digits", "imagenet2012", "cifar10", "cifar100", "image_folder")
 
 
@@ -15,6 +16,19 @@ class ConfigError(ValueError):
 
 class DataError(ConfigError):
   """Data that is missing or unprepared; the message says what to do."""
+
+
+class TrainingStopped(RuntimeError):
+  """Training stopped early on purpose (non-finite loss); the message says why and what was kept."""
+
+
+class Preempted(Exception):
+  """A preemption notice arrived; a checkpoint of `step` was saved. Rerun the same command to resume."""
+
+  def __init__(self, step: int):
+    super().__init__(f"preempted at step {step}; saved a checkpoint there. Rerun the same command to "
+                     "resume.")
+    self.step = step
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -31,6 +45,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_every_steps = 0        # <= 0: once per epoch
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3
+  c.nonfinite = "stop"          # a non-finite loss: 'stop' (keep the last good checkpoint) or 'skip' the step
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "imagenet2012"
@@ -72,10 +87,14 @@ def validate_config(config, device_count: int | None = None):
          f"quant.init={config.quant.init!r} is unknown; use one of {INIT_SCHEMES}.")
   _check(config.optim.schedule in SCHEDULES,
          f"optim.schedule={config.optim.schedule!r} is unknown; use one of {SCHEDULES}.")
+  _check(config.nonfinite in NONFINITE_POLICIES,
+         f"nonfinite={config.nonfinite!r} is unknown; use one of {NONFINITE_POLICIES}.")
   _check(config.optim.lr > 0, f"optim.lr={config.optim.lr!r} must be > 0.")
   _check(config.batch_size > 0, f"batch_size={config.batch_size!r} must be > 0.")
   _check(config.total_steps > 0 or config.num_epochs > 0,
          f"num_epochs={config.num_epochs!r} must be > 0 (or set total_steps > 0).")
+  for key in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
+    _check(config[key] > 0, f"{key}={config[key]!r} must be > 0.")
   _check(config.num_classes >= 0, f"num_classes={config.num_classes!r} must be >= 0 (0: from the data).")
   _check(config.quant.dense_penalty >= 0,
          f"quant.dense_penalty={config.quant.dense_penalty!r} must be >= 0.")

@@ -1,8 +1,12 @@
-"""Metric writers: metrics.jsonl and TensorBoard events in the workdir, from process 0 only."""
+"""Metric writers: metrics.jsonl and TensorBoard events in the workdir, from process 0 only.
+
+metrics.jsonl holds only values that are a function of the config and seed (no timings), so two runs
+of the same config on CPU write identical files.
+"""
 import json
-import os
 
 import numpy as np
+from etils import epath
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -17,30 +21,32 @@ class MetricWriter:
 
   def __init__(self, workdir: str, enabled: bool = True):
     self.enabled = enabled
-    self.path = os.path.join(workdir, METRICS_FILE)
+    self.path = epath.Path(workdir) / METRICS_FILE
     self._tb = None
     if enabled:
       import tensorflow as tf  # imported lazily: only process 0 pays for it
       self._tf = tf
-      self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+      self._tb = tf.summary.create_file_writer(str(epath.Path(workdir) / "tensorboard"))
+
+  def _lines(self) -> list[str]:
+    return [l for l in self.path.read_text().splitlines() if l.strip()] if self.path.exists() else []
 
   def truncate_after(self, step: int):
     """Drops lines logged after `step`, so a resumed run does not log the same steps twice."""
-    if not self.enabled or not os.path.exists(self.path):
-      return
-    with open(self.path) as f:
-      kept = [line for line in f if line.strip() and json.loads(line)["step"] <= step]
-    tmp = self.path + ".tmp"
-    with open(tmp, "w") as f:
-      f.writelines(kept)
-    os.replace(tmp, self.path)
+    if self.enabled and self.path.exists():
+      kept = [l for l in self._lines() if json.loads(l)["step"] <= step]
+      self.path.write_text("".join(l + "\n" for l in kept))
 
   def write(self, step: int, metrics: dict):
     if not self.enabled:
       return
     record = {"step": int(step), **{k: _to_python(v) for k, v in metrics.items()}}
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    line = json.dumps(record) + "\n"
+    if "://" in str(self.path):  # object stores cannot append: rewrite
+      self.path.write_text("".join(l + "\n" for l in self._lines()) + line)
+    else:
+      with self.path.open("a") as f:
+        f.write(line)
     with self._tb.as_default(step=int(step)):
       for name, value in record.items():
         if name != "step" and np.ndim(value) == 0:
@@ -54,5 +60,5 @@ class MetricWriter:
 
 def read_metrics(workdir: str) -> list[dict]:
   """All records of a workdir's metrics.jsonl."""
-  with open(os.path.join(workdir, METRICS_FILE)) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  text = (epath.Path(workdir) / METRICS_FILE).read_text()
+  return [json.loads(line) for line in text.splitlines() if line.strip()]

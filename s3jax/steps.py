@@ -47,13 +47,20 @@ def make_train_step(model, tx, schedule):
     (grads,) = pullback(weight_grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    # A non-finite loss or gradient leaves the state as it was (only the step advances), so a bad
+    # batch can never poison the parameters; the trainer then stops or skips on `train/nonfinite`.
+    finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(weight_grads))
+    keep_if_finite = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
     metrics = {
         "train/loss": loss,
         "train/top1": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
         "train/lr": schedule(state.step),
+        "train/nonfinite": jnp.logical_not(finite).astype(jnp.int32),
     }
-    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                              opt_state=opt_state)
+    new_state = state.replace(
+        step=state.step + 1, params=keep_if_finite(params, state.params),
+        batch_stats=keep_if_finite(batch_stats, state.batch_stats),
+        opt_state=keep_if_finite(opt_state, state.opt_state))
     return new_state, metrics
 
   return train_step

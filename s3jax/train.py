@@ -1,15 +1,18 @@
 """train_and_evaluate: build, restore, train, evaluate, checkpoint. Reads top to bottom."""
 import json
 import os
+import signal
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from etils import epath
 
 from s3jax import checkpointing, input_pipeline, sharding
-from s3jax.config import FULL_PRECISION_BITS, ConfigError, validate_config
+from s3jax.config import (FULL_PRECISION_BITS, ConfigError, Preempted, TrainingStopped,
+                          validate_config)
 from s3jax.metrics import MetricWriter
 from s3jax.models import create_model
 from s3jax.optim import make_optimizer, total_train_steps
@@ -62,32 +65,89 @@ def evaluate(eval_step, state, dataset, mesh) -> dict:
   return {f"eval/{k}": float(v) / count for k, v in totals.items()}
 
 
+class PreemptionWatch:
+  """Did a preemption notice (SIGTERM, as on a TPU maintenance event) arrive by this step?
+
+  One process: our own SIGTERM handler. Many: Orbax's sync point, so every host stops at the same step.
+  """
+
+  def __init__(self, store: checkpointing.CheckpointStore):
+    self._store, self._signalled, self._previous = store, False, None
+    if jax.process_count() == 1:
+      try:
+        self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+      except ValueError:  # not the main thread: leave signals alone
+        pass
+
+  def _on_sigterm(self, signum, frame):
+    del signum, frame
+    self._signalled = True
+
+  def reached(self, step: int) -> bool:
+    if jax.process_count() > 1:
+      return self._store.reached_preemption(step)
+    return self._signalled
+
+  def close(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+class NonFiniteGuard:
+  """Reads each step's `train/nonfinite` flag one step late, so the check never stalls the device queue."""
+
+  def __init__(self, policy: str, store: checkpointing.CheckpointStore):
+    self._policy, self._store, self._pending = policy, store, None
+    self.skipped = 0
+
+  def push(self, step: int, metrics):
+    self.flush()
+    self._pending = (step, metrics["train/nonfinite"])
+
+  def flush(self):
+    if self._pending is None:
+      return
+    step, flag = self._pending
+    self._pending = None
+    if not int(flag):
+      return
+    if self._policy == "skip":
+      self.skipped += 1
+      logging.warning("Non-finite loss or gradient at step %d: step skipped (%d so far).", step,
+                      self.skipped)
+      return
+    raise TrainingStopped(
+        f"loss or gradients became non-finite at step {step}; the last good checkpoint "
+        f"(step {self._store.latest_step()}) is kept in {self._store.directory}. Lower optim.lr, or "
+        "set --config.nonfinite=skip to skip such steps.")
+
+
 def _format_duration(seconds: float) -> str:
   seconds = int(seconds)
   return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
 
 
-def _prepare_workdir(workdir: str):
+def _prepare_workdir(workdir: str, config):
+  path = epath.Path(workdir)
   try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_test")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
   except OSError as err:
-    raise ConfigError(f"workdir {workdir!r} is not writable ({err.strerror}); pass a --workdir you can "
-                      "write to.") from None
+    raise ConfigError(f"workdir {workdir!r} is not writable ({err.strerror or err}); pass a --workdir "
+                      "you can write to.") from None
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the final eval metrics."""
-  mesh = sharding.make_data_mesh()
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the final eval metrics.
+
+  Raises ConfigError (bad config or data), TrainingStopped (non-finite loss) or Preempted (SIGTERM;
+  a checkpoint was saved).
+  """
   validate_config(config, jax.device_count())
+  mesh = sharding.make_data_mesh()
   is_writer = jax.process_index() == 0
   if is_writer:
-    _prepare_workdir(workdir)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2, sort_keys=True))
+    _prepare_workdir(workdir, config)
 
   dataset = input_pipeline.create_dataset(config)
   if config.num_classes and config.num_classes != dataset.num_classes:
@@ -113,35 +173,45 @@ def train_and_evaluate(config, workdir: str) -> dict:
   eval_step = jax.jit(make_eval_step(model), in_shardings=(replicated, batched),
                       out_shardings=replicated)
 
-  logging.info("Training %s (%s bits) on %s: %d steps, %d per epoch, global batch %d on %d devices.",
-               config.model, config.quant.bits, config.data.name, total_steps, steps_per_epoch,
-               config.batch_size, jax.device_count())
+  logging.info("Training %s (%s bits) on %s from step %d: %d steps, %d per epoch, global batch %d on "
+               "%d devices (%d processes).", config.model, config.quant.bits, config.data.name,
+               start_step, total_steps, steps_per_epoch, config.batch_size, jax.device_count(),
+               jax.process_count())
+  preemption = PreemptionWatch(store)
+  nonfinite = NonFiniteGuard(config.nonfinite, store)
   eval_metrics = {}
-  with jax.set_mesh(mesh):
-    batches = dataset.train_iterator(start_step)
-    timer_step, timer_start = start_step, time.time()
-    for step in range(start_step + 1, total_steps + 1):
-      state, train_metrics = train_step(state, sharding.global_batch(next(batches), mesh))
+  try:
+    with jax.set_mesh(mesh):
+      batches = dataset.train_iterator(start_step)
+      timer_step, timer_start = start_step, time.time()
+      for step in range(start_step + 1, total_steps + 1):
+        state, train_metrics = train_step(state, sharding.global_batch(next(batches), mesh))
+        nonfinite.push(step, train_metrics)
 
-      if step % config.log_every_steps == 0 or step == total_steps:
-        train_metrics = jax.device_get(train_metrics)
-        rate = (step - timer_step) / max(time.time() - timer_start, 1e-9)
-        timer_step, timer_start = step, time.time()
-        writer.write(step, {**train_metrics, "train/steps_per_s": rate})
-        logging.info("step %d/%d  loss %.4f  top1 %.4f  lr %.4g  | %.2f steps/s, ETA %s", step,
-                     total_steps, train_metrics["train/loss"], train_metrics["train/top1"],
-                     train_metrics["train/lr"], rate, _format_duration((total_steps - step) / rate))
+        if step % config.log_every_steps == 0 or step == total_steps:
+          train_metrics = jax.device_get(train_metrics)
+          rate = (step - timer_step) / max(time.time() - timer_start, 1e-9)
+          timer_step, timer_start = step, time.time()
+          writer.write(step, {**train_metrics, "train/skipped_steps": nonfinite.skipped})
+          logging.info("step %d/%d  loss %.4f  top1 %.4f  lr %.4g  | %.2f steps/s, ETA %s", step,
+                       total_steps, train_metrics["train/loss"], train_metrics["train/top1"],
+                       train_metrics["train/lr"], rate, _format_duration((total_steps - step) / rate))
 
-      if step % eval_every == 0 or step == total_steps:
-        eval_metrics = {**evaluate(eval_step, state, dataset, mesh), **s3_statistics(state.params)}
-        writer.write(step, eval_metrics)
-        logging.info("eval at step %d: %s", step, json.dumps(
-            {k: round(v, 4) for k, v in eval_metrics.items()}))
+        if step % eval_every == 0 or step == total_steps:
+          eval_metrics = {**evaluate(eval_step, state, dataset, mesh), **s3_statistics(state.params)}
+          writer.write(step, eval_metrics)
+          logging.info("eval at step %d: %s", step,
+                       json.dumps({k: round(v, 4) for k, v in eval_metrics.items()}))
 
-      if step % config.checkpoint_every_steps == 0 or step == total_steps:
-        store.save(step, state, force=True)
-
-  store.wait_until_finished()
-  store.close()
-  writer.close()
+        preempted = preemption.reached(step)
+        if preempted or step % config.checkpoint_every_steps == 0 or step == total_steps:
+          nonfinite.flush()  # never save a state whose last step went non-finite in 'stop' mode
+          store.save(step, state)
+        if preempted:
+          raise Preempted(step)
+      nonfinite.flush()
+  finally:
+    preemption.close()
+    store.close()
+    writer.close()
   return eval_metrics

@@ -1,0 +1,25 @@
+"""The README's API example runs as printed and prints what its comments say."""
+import contextlib
+import io
+import os
+import re
+
+from helpers import REPO
+
+
+def readme_example() -> str:
+  text = open(os.path.join(REPO, "README.md")).read()
+  match = re.search(r"<!-- readme-api-example -->\n```python\n(.*?)```", text, re.S)
+  assert match, "README lost its API example marker"
+  return match.group(1)
+
+
+def test_readme_api_example_runs_as_printed():
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    exec(compile(readme_example(), "README.md", "exec"), {})
+  lines = out.getvalue().splitlines()
+  assert lines[0] == "['layers_0/kernel']"
+  values = {float(v) for v in lines[1].strip("[]").split()}
+  assert values <= {-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0} and len(values) >= 3
+  assert lines[2] == "int8"
