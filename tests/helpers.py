@@ -1,6 +1,8 @@
 """Shared test helpers: loading config files and tiny overrides."""
 import importlib.util
 import os
+import subprocess
+import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO, "configs")
@@ -23,3 +25,32 @@ def load_config(name: str, **overrides):
 
 def config_names():
   return sorted(f[:-3] for f in os.listdir(CONFIG_DIR) if f.endswith(".py") and not f.startswith("_"))
+
+
+def cli_command(config: str, workdir, *overrides, **flags) -> list[str]:
+  """`python train.py --config=configs/<config>.py --workdir=... --config.k=v ... --flag=v`."""
+  cmd = [sys.executable, os.path.join(REPO, "train.py"), f"--config={os.path.join(CONFIG_DIR, config)}.py",
+         f"--workdir={workdir}"]
+  cmd += [f"--config.{o}" for o in overrides]
+  cmd += [f"--{k}={v}" for k, v in flags.items()]
+  return cmd
+
+
+def cli_env(devices: int = 8) -> dict:
+  env = dict(os.environ)
+  env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+  return env
+
+
+def run_cli(config: str, workdir, *overrides, devices: int = 8, timeout: int = 300, **flags):
+  return subprocess.run(cli_command(config, workdir, *overrides, **flags), cwd=REPO, env=cli_env(devices),
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def restore_checkpoint(workdir, step=None):
+  """The raw saved state tree of `step` (default: latest) in <workdir>/checkpoints, and the step."""
+  import orbax.checkpoint as ocp
+  with ocp.CheckpointManager(os.path.join(str(workdir), "checkpoints")) as manager:
+    step = manager.latest_step() if step is None else step
+    return manager.restore(step), step

@@ -1,0 +1,55 @@
+"""Bad input stops the CLI before anything compiles: one line on stderr, non-zero exit, no traceback."""
+import pytest
+
+from helpers import run_cli
+
+
+def assert_one_line_error(result, expected: str):
+  assert result.returncode != 0, result.stdout[-500:]
+  assert "Traceback" not in result.stderr, result.stderr[-3000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and expected in last, last
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("quant.bits=7", "quant.bits=7 is not supported"),
+    ("quant.bits=1", "quant.bits=1 is not supported"),
+    ("model=resnet7", "model='resnet7' is unknown"),
+    ("data.name=imagenet3", "data.name='imagenet3' is unknown"),
+    ("quant.init=uniform", "quant.init='uniform' is unknown"),
+    ("optim.schedule=step", "optim.schedule='step' is unknown"),
+    ("batch_size=60", "batch_size=60 is not divisible by the 8 devices"),
+    ("optim.lr=0", "optim.lr=0"),
+    ("optim.lr=-0.1", "optim.lr=-0.1 must be > 0"),
+    ("num_epochs=0", "num_epochs=0 must be > 0"),
+    ("nonfinite=ignore", "nonfinite='ignore' is unknown"),
+])
+def test_bad_config_value(tmp_path, override, expected):
+  assert_one_line_error(run_cli("digits", tmp_path, override), expected)
+
+
+def test_unwritable_workdir(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a directory")
+  assert_one_line_error(run_cli("digits", blocker / "run"), "is not writable")
+
+
+def test_missing_imagenet_manual_dir(tmp_path):
+  result = run_cli("imagenet_r18", tmp_path / "run", f"data.data_dir={tmp_path / 'tfds'}",
+                   f"data.manual_dir={tmp_path / 'no_tars_here'}")
+  assert_one_line_error(result, "ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar are missing")
+
+
+def test_missing_image_folder_data_dir(tmp_path):
+  result = run_cli("digits", tmp_path / "run", "data.name=image_folder", "num_classes=0",
+                   f"data.data_dir={tmp_path / 'no_such_folder'}")
+  assert_one_line_error(result, "has no train/ folder")
+
+
+def test_resuming_a_checkpoint_of_another_model(tmp_path):
+  first = run_cli("digits", tmp_path, "total_steps=2", "batch_size=16")
+  assert first.returncode == 0, first.stderr[-2000:]
+  result = run_cli("digits", tmp_path, "total_steps=4", "batch_size=16", "model=resnet32")
+  assert_one_line_error(result, "was written for a different model")
+  result = run_cli("digits", tmp_path, "total_steps=4", "batch_size=16", "quant.bits=32")
+  assert_one_line_error(result, "was written for a different model")

@@ -1,0 +1,144 @@
+"""Preemption, kill -9, corrupted checkpoints, non-finite losses and determinism, on real processes."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+from helpers import REPO, cli_command, cli_env, load_config, restore_checkpoint, run_cli
+from s3jax.train import train_and_evaluate
+
+# 100 steps of batch 32 on the 8x8 digits, a checkpoint every 10 steps, on one CPU device (the
+# multi-device paths have their own tests; one device keeps these runs short).
+RUN = ("total_steps=100", "batch_size=32", "log_every_steps=5", "checkpoint_every_steps=10",
+       "eval_every_steps=50", "keep_checkpoints=30")
+TOTAL = 100
+
+
+def run(workdir, *overrides):
+  return run_cli("digits", workdir, *RUN, *overrides, devices=1)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+  """An uninterrupted run."""
+  workdir = str(tmp_path_factory.mktemp("reference"))
+  done = run(workdir)
+  assert done.returncode == 0, done.stderr[-2000:]
+  return workdir
+
+
+def logged_step(workdir) -> int:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    lines = [l for l in f.read().splitlines() if l.strip().endswith("}")]
+  return json.loads(lines[-1])["step"] if lines else 0
+
+
+def start(workdir, *overrides):
+  return subprocess.Popen(cli_command("digits", workdir, *RUN, *overrides), cwd=REPO, env=cli_env(1),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def run_until(workdir, step: int, sig) -> subprocess.Popen:
+  """Starts a run and sends `sig` once its log reaches `step`."""
+  proc = start(workdir)
+  deadline = time.time() + 240
+  while logged_step(workdir) < step and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.01)
+  assert proc.poll() is None, f"run ended before step {step}: {proc.stderr.read()[-2000:]}"
+  proc.send_signal(sig)
+  proc.wait(timeout=120)
+  return proc
+
+
+def assert_same_final_state(a, b):
+  (state_a, step_a), (state_b, step_b) = restore_checkpoint(a), restore_checkpoint(b)
+  assert step_a == step_b == TOTAL
+  chex.assert_trees_all_equal(state_a, state_b)  # bit-identical
+  with open(os.path.join(a, "metrics.jsonl")) as fa, open(os.path.join(b, "metrics.jsonl")) as fb:
+    assert fa.read() == fb.read()
+
+
+def test_kill_9_at_several_points_then_resume_is_bit_identical(reference, tmp_path):
+  crashed = str(tmp_path / "crashed")
+  for kill_at in (25, 55, 80):  # mid-interval, so saves may be in flight when the kill lands
+    proc = run_until(crashed, kill_at, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+  resumed = run(crashed)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert_same_final_state(reference, crashed)
+
+
+def test_sigterm_saves_the_current_step_and_a_rerun_resumes(tmp_path):
+  workdir = str(tmp_path)
+  proc = run_until(workdir, 37, signal.SIGTERM)
+  out = proc.stdout.read()
+  assert proc.returncode == 0, proc.stderr.read()[-2000:]
+  preempted_at = int(out.split("preempted at step ")[1].split(";")[0])
+  assert preempted_at >= 37
+  _, latest = restore_checkpoint(workdir)
+  assert latest == preempted_at  # saved at the step it stopped, not at the last multiple of 10
+  resumed = run(workdir)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert f"from step {preempted_at}:" in resumed.stderr
+  steps = [json.loads(l)["step"] for l in open(os.path.join(workdir, "metrics.jsonl"))
+           if "train/loss" in l]
+  assert steps == list(range(5, TOTAL + 1, 5))
+
+
+def test_corrupted_latest_checkpoint_falls_back_to_the_previous_one(reference, tmp_path):
+  damaged = str(tmp_path / "damaged")
+  shutil.copytree(reference, damaged)
+  data_dir = os.path.join(damaged, "checkpoints", str(TOTAL), "default", "ocdbt.process_0", "d")
+  for name in os.listdir(data_dir):
+    path = os.path.join(data_dir, name)
+    with open(path, "r+b") as f:
+      f.truncate(os.path.getsize(path) // 2)
+  rerun = run(damaged)
+  assert rerun.returncode == 0, rerun.stderr[-2000:]
+  assert f"Checkpoint step {TOTAL}" in rerun.stderr and "is unreadable" in rerun.stderr
+  assert f"from step {TOTAL - 10}:" in rerun.stderr
+  assert os.listdir(os.path.join(damaged, "checkpoints_unreadable"))  # set aside, not deleted
+  assert_same_final_state(reference, damaged)
+
+
+def _all_finite(tree) -> bool:
+  return all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(tree)
+             if np.issubdtype(np.asarray(x).dtype, np.floating))
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+  result = run(tmp_path, "optim.lr=1e12", "quant.bits=32", "checkpoint_every_steps=1")
+  assert result.returncode != 0
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: loss or gradients became non-finite at step "), last
+  bad_step = int(last.split("at step ")[1].split(";")[0])
+  state, latest = restore_checkpoint(tmp_path)
+  assert latest < bad_step and _all_finite(state)
+
+
+def test_non_finite_steps_can_be_skipped(tmp_path):
+  result = run(tmp_path, "optim.lr=1e12", "quant.bits=32", "nonfinite=skip")
+  assert result.returncode == 0, result.stderr[-2000:]
+  records = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  assert records[-1]["step"] == TOTAL
+  assert max(r.get("train/skipped_steps", 0) for r in records) > 0
+  state, _ = restore_checkpoint(tmp_path)
+  assert _all_finite(state)
+
+
+def test_same_config_and_seed_give_identical_metrics(tmp_path):
+  config = load_config("digits", total_steps=30, batch_size=32, log_every_steps=3, eval_every_steps=15)
+  for name in ("a", "b"):
+    train_and_evaluate(config, str(tmp_path / name))
+  a, b = (open(tmp_path / n / "metrics.jsonl").read() for n in ("a", "b"))
+  assert a == b and a.count("\n") == 12
