@@ -47,9 +47,9 @@ def test_missing_image_folder_data_dir(tmp_path):
 
 
 def test_resuming_a_checkpoint_of_another_model(tmp_path):
-  first = run_cli("digits", tmp_path, "total_steps=2", "batch_size=16")
+  first = run_cli("digits", tmp_path, "total_steps=2", "batch_size=16", devices=1)
   assert first.returncode == 0, first.stderr[-2000:]
-  result = run_cli("digits", tmp_path, "total_steps=4", "batch_size=16", "model=resnet32")
+  result = run_cli("digits", tmp_path, "total_steps=4", "batch_size=16", "model=resnet32", devices=1)
   assert_one_line_error(result, "was written for a different model")
-  result = run_cli("digits", tmp_path, "total_steps=4", "batch_size=16", "quant.bits=32")
+  result = run_cli("digits", tmp_path, "total_steps=4", "batch_size=16", "quant.bits=32", devices=1)
   assert_one_line_error(result, "was written for a different model")
