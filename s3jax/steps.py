@@ -36,7 +36,7 @@ def make_train_step(model, tx, schedule):
   """
 
   def train_step(state: TrainState, batch):
-    weights, pullback = jax.vjp(materialize_tree, state.params)
+    weights, pullback = jax.vjp(jax.checkpoint(materialize_tree), state.params)
 
     def loss_fn(weights):
       logits, updated = model.apply({"params": weights, "batch_stats": state.batch_stats},
@@ -45,22 +45,27 @@ def make_train_step(model, tx, schedule):
 
     (loss, (logits, batch_stats)), weight_grads = jax.value_and_grad(loss_fn, has_aux=True)(weights)
     (grads,) = pullback(weight_grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    # A non-finite loss or gradient leaves the state as it was (only the step advances), so a bad
-    # batch can never poison the parameters; the trainer then stops or skips on `train/nonfinite`.
+
+    def apply_update(_):
+      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      return optax.apply_updates(state.params, updates), batch_stats, opt_state
+
+    def keep_state(_):
+      return state.params, state.batch_stats, state.opt_state
+
+    # A non-finite loss or gradient leaves the state as it was (only the step advances), so a bad batch
+    # can never poison the parameters; the trainer then stops or skips on `train/nonfinite`. A cond,
+    # not a select: the update still happens in place, with no second copy of the state.
     finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(weight_grads))
-    keep_if_finite = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    params, batch_stats, opt_state = jax.lax.cond(finite, apply_update, keep_state, None)
     metrics = {
         "train/loss": loss,
         "train/top1": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
         "train/lr": schedule(state.step),
         "train/nonfinite": jnp.logical_not(finite).astype(jnp.int32),
     }
-    new_state = state.replace(
-        step=state.step + 1, params=keep_if_finite(params, state.params),
-        batch_stats=keep_if_finite(batch_stats, state.batch_stats),
-        opt_state=keep_if_finite(opt_state, state.opt_state))
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              opt_state=opt_state)
     return new_state, metrics
 
   return train_step

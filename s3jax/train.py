@@ -44,6 +44,13 @@ def create_train_state(config, model, image_shape, steps_per_epoch: int, mesh):
   return state, tx, schedule
 
 
+def jit_train_step(model, tx, schedule, mesh):
+  """The train step, jitted over `mesh`: state replicated and donated, batch sharded on 'data'."""
+  replicated, batched = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  return jax.jit(make_train_step(model, tx, schedule), in_shardings=(replicated, batched),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+
+
 def s3_statistics(params) -> dict:
   """Share of quantized weights at each magnitude level, and the dense penalty sum."""
   counts = np.asarray(jax.jit(level_counts)(params))
@@ -167,11 +174,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   writer = MetricWriter(workdir, enabled=is_writer)
   writer.truncate_after(start_step)
 
-  replicated, batched = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-  train_step = jax.jit(make_train_step(model, tx, schedule), in_shardings=(replicated, batched),
-                       out_shardings=(replicated, replicated), donate_argnums=0)
-  eval_step = jax.jit(make_eval_step(model), in_shardings=(replicated, batched),
-                      out_shardings=replicated)
+  train_step = jit_train_step(model, tx, schedule, mesh)
+  eval_step = jax.jit(make_eval_step(model), in_shardings=(sharding.replicated(mesh),
+                                                           sharding.batch_sharding(mesh)),
+                      out_shardings=sharding.replicated(mesh))
 
   logging.info("Training %s (%s bits) on %s from step %d: %d steps, %d per epoch, global batch %d on "
                "%d devices (%d processes).", config.model, config.quant.bits, config.data.name,

@@ -16,8 +16,7 @@ from s3jax.config import validate_config
 from s3jax.metrics import read_metrics
 from s3jax.models import create_model
 from s3jax.optim import make_optimizer
-from s3jax.steps import make_train_step
-from s3jax.train import create_train_state, train_and_evaluate
+from s3jax.train import create_train_state, jit_train_step, train_and_evaluate
 
 
 def test_runs_on_eight_fake_devices():
@@ -50,9 +49,7 @@ def _one_step_params(devices, config, batch):
   dataset_shape = batch["image"].shape[1:]
   model = create_model(config.model, config.num_classes)
   state, tx, schedule = create_train_state(config, model, dataset_shape, 10, mesh)
-  step = jax.jit(make_train_step(model, tx, schedule),
-                 in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
-                 out_shardings=(sharding.replicated(mesh), sharding.replicated(mesh)))
+  step = jit_train_step(model, tx, schedule, mesh)
   with jax.set_mesh(mesh):
     for _ in range(2):
       state, metrics = step(state, sharding.global_batch(batch, mesh))

@@ -1,0 +1,69 @@
+"""A synthetic-data train step for measurements (benchmarks/ and the communication test).
+
+It is the trainer's own step (`s3jax.train.jit_train_step`) on random images, so what is measured is
+what trains.
+"""
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from s3jax import sharding
+from s3jax.config import base_config
+from s3jax.models import create_model
+from s3jax.train import create_train_state, jit_train_step
+
+_DTYPE_BYTES = {"f64": 8, "f32": 4, "bf16": 2, "f16": 2, "s64": 8, "s32": 4, "u32": 4, "s8": 1, "u8": 1,
+                "pred": 1, "s16": 2, "u16": 2, "u64": 8}
+COLLECTIVES = ("all-reduce", "reduce-scatter", "all-gather", "collective-permute", "all-to-all")
+
+
+def synthetic_step(model_name: str, batch: int, image_size: int, bits: int, mesh=None,
+                   num_classes: int = 1000, half_precision: bool = False, channels: int = 3):
+  """(state, jitted train step, global batch) for one model at one bit width (32 = full precision)."""
+  mesh = mesh or sharding.make_data_mesh()
+  config = base_config()
+  config.model, config.num_classes, config.batch_size = model_name, num_classes, batch
+  config.half_precision, config.quant.bits, config.num_epochs = half_precision, bits, 1
+  model = create_model(model_name, num_classes, half_precision)
+  image_shape = (image_size, image_size, channels)
+  state, tx, schedule = create_train_state(config, model, image_shape, 100, mesh)
+  rng = np.random.default_rng(0)
+  local = {"image": rng.standard_normal((batch, *image_shape), dtype=np.float32),
+           "label": rng.integers(0, num_classes, batch).astype(np.int32)}
+  return state, jit_train_step(model, tx, schedule, mesh), sharding.global_batch(local, mesh)
+
+
+def _shape_bytes(shape_text: str) -> int:
+  total = 0
+  for dtype, dims in re.findall(r"(\w+)\[([\d,]*)\]", shape_text):
+    if dtype in _DTYPE_BYTES:
+      total += _DTYPE_BYTES[dtype] * int(np.prod([int(d) for d in dims.split(",") if d] or [1]))
+  return total
+
+
+def collective_bytes(hlo_text: str) -> dict:
+  """Bytes produced by each kind of collective in compiled HLO text (async starts counted once)."""
+  totals = {kind: 0 for kind in COLLECTIVES}
+  for line in hlo_text.splitlines():
+    match = re.match(r"\s*(?:ROOT\s+)?%?[\w.\-]+\s*=\s*(.+?)\s+([\w\-]+)\(", line)
+    if not match:
+      continue
+    shape, op = match.groups()
+    kind = op[:-len("-start")] if op.endswith("-start") else op
+    if kind in totals:
+      if op.endswith("-start"):  # async start returns (operands, results): count the results half
+        shape = shape.strip("()")
+        parts = re.findall(r"\w+\[[\d,]*\]", shape)
+        shape = " ".join(parts[len(parts) // 2:])
+      totals[kind] += _shape_bytes(shape)
+  return totals
+
+
+def compiled_step(state, step, batch):
+  """The compiled executable of `step` for these arguments, and its compile time in seconds."""
+  import time
+  start = time.perf_counter()
+  compiled = step.lower(state, batch).compile()
+  return compiled, time.perf_counter() - start
