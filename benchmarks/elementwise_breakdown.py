@@ -1,0 +1,69 @@
+r"""Where S3's extra step time goes: materialize (+ its pull-back) and the optimizer update, timed alone.
+
+  python benchmarks/elementwise_breakdown.py --model=resnet50
+
+Both parts are elementwise over the params tree: S3 has 2+K latents (and as many momenta) per quantized
+weight. The optimizer is timed as built by `make_optimizer`, and also wrapped in `optax.flatten` (one
+concatenated vector instead of one kernel per leaf) to show how much is per-leaf overhead. JSON lines.
+"""
+import argparse
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from s3jax.config import base_config
+from s3jax.models import create_model
+from s3jax.optim import make_optimizer
+from s3jax.quant import materialize_tree, to_latents
+
+
+def median_time(fn, *args, n=20):
+  fn = jax.jit(fn)
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(n):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return float(np.median(times))
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--model", default="resnet50")
+  parser.add_argument("--bits", type=int, default=3)
+  args = parser.parse_args()
+  model = create_model(args.model, 1000)
+  params = jax.jit(lambda k: model.init(k, jnp.zeros((1, 224, 224, 3)), train=False)["params"])(
+      jax.random.key(0))
+  for bits in (args.bits, 32):
+    config = base_config()
+    config.quant.bits, config.num_epochs = bits, 1
+    tree = params if bits == 32 else to_latents(params, config.quant.rules, jax.random.key(1), bits)
+    grads = jax.tree.map(jnp.ones_like, tree)
+
+    def pullback(tree):
+      weights, vjp = jax.vjp(materialize_tree, tree)
+      return vjp(jax.tree.map(jnp.ones_like, weights))
+
+    row = {"model": args.model, "bits": bits, "backend": jax.default_backend(),
+           "leaves": len(jax.tree.leaves(tree)),
+           "materialize_s": median_time(materialize_tree, tree), "pullback_s": median_time(pullback, tree)}
+    tx, _ = make_optimizer(config, tree, steps_per_epoch=100)
+    for name, opt in (("optimizer_s", tx), ("optimizer_flat_s", optax.flatten(tx))):
+      state = opt.init(tree)
+
+      def update(tree, grads, state, opt=opt):
+        updates, state = opt.update(grads, state, tree)
+        return optax.apply_updates(tree, updates), state
+
+      row[name] = median_time(update, tree, grads, state)
+    print(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}))
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,63 @@
+"""The benchmark scripts run from a fresh install, and S3's gradient all-reduce is weight-sized."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+
+from helpers import REPO, cli_env
+from s3jax import sharding
+from s3jax.benchmarking import collective_bytes, compiled_step, synthetic_step
+
+
+def test_collective_bytes_parses_sync_and_async_collectives():
+  hlo = """
+  %all-reduce.1 = (f32[16]{0}, f32[16]{0}) all-reduce(%a, %b), channel_id=2
+  %all-reduce.2 = bf16[3,3,8,8]{3,2,1,0} all-reduce(%c), channel_id=3
+  %all-gather-start.1 = (f32[4]{0}, f32[32]{0}) all-gather-start(%d), dimensions={0}
+  %all-gather-done.1 = f32[32]{0} all-gather-done(%all-gather-start.1)
+  %add.1 = f32[16]{0} add(%x, %y)
+  """
+  got = collective_bytes(hlo)
+  assert got["all-reduce"] == 2 * 16 * 4 + 9 * 64 * 2
+  assert got["all-gather"] == 32 * 4
+
+
+def test_s3_all_reduces_weight_gradients_not_latent_gradients():
+  """On 8 devices, S3's step moves as many bytes as FP's: dL/dW, not the 2+K latent gradients."""
+  mesh = sharding.make_data_mesh()
+  totals, fp_params = {}, 0
+  with jax.set_mesh(mesh):
+    for bits in (3, 32):
+      state, step, batch = synthetic_step("resnet20", 16, 8, bits, mesh, num_classes=10, channels=1)
+      compiled, _ = compiled_step(state, step, batch)
+      totals[bits] = sum(collective_bytes(compiled.as_text()).values())
+      if bits == 32:
+        fp_params = sum(x.size for x in jax.tree.leaves(state.params))
+  assert totals[32] >= 4 * fp_params  # every float32 weight gradient is reduced once
+  assert totals[3] <= 1.05 * totals[32]
+
+
+def run_script(*args, devices=1):
+  result = subprocess.run([sys.executable, *args], cwd=REPO, env=cli_env(devices), capture_output=True,
+                          text=True, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_step_time_script_reports_every_field():
+  out = run_script("benchmarks/step_time.py", "--model=resnet20", "--batch=8", "--image_size=16",
+                   "--num_classes=10", "--steps=10")
+  for key in ("s3_step_s", "fp_step_s", "ratio", "s3_compile_s", "fp_compile_s", "model", "batch",
+              "image_size", "backend", "memory_ratio"):
+    assert key in out, key
+  assert out["s3_step_s"] > 0 and out["fp_step_s"] > 0 and out["s3_peak_bytes"] > 0
+
+
+def test_communication_and_input_scripts_run():
+  out = run_script("benchmarks/communication.py", "--model=resnet20", "--image_size=16", "--batch=8")
+  assert out["ratio"] <= 1.05 and out["s3_collective_bytes"] > 0
+  out = run_script("benchmarks/input_pipeline.py", "--images=16", "--batch=8", "--batches=2",
+                   "--image_size=64")
+  assert out["images_per_s"] > 0
