@@ -13,7 +13,11 @@ def load_config(name: str, **overrides):
   spec = importlib.util.spec_from_file_location(f"configs_{name}", os.path.join(CONFIG_DIR, f"{name}.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = module.get_config()
+  return apply_overrides(module.get_config(), overrides)
+
+
+def apply_overrides(config, overrides: dict):
+  """Sets dotted keys, e.g. {"optim.lr": 0.1}, in a ConfigDict; returns it."""
   for key, value in overrides.items():
     node = config
     *parents, leaf = key.split(".")

@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+from helpers import apply_overrides
 from s3jax import dense_penalty, dense_weight_penalty, init_latent, make_optimizer, materialize
 from s3jax.optim import make_schedule
 
@@ -21,13 +22,7 @@ def optim_config(**overrides):
   c.quant = ml_collections.ConfigDict({"dense_penalty": 1e-5})
   c.optim = ml_collections.ConfigDict(
       {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "cosine_epoch", "warmup_epochs": 0})
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return apply_overrides(c, overrides)
 
 
 def toy_params():
