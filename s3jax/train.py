@@ -216,6 +216,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if preempted:
           raise Preempted(step)
       nonfinite.flush()
+      if not eval_metrics:  # the workdir already held a finished run: report its final metrics
+        logging.info("Nothing to train: the checkpoint is at step %d of %d.", start_step, total_steps)
+        eval_metrics = {**evaluate(eval_step, state, dataset, mesh), **s3_statistics(state.params)}
   finally:
     preemption.close()
     store.close()

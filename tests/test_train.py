@@ -84,6 +84,10 @@ def test_resume_reaches_the_same_final_parameters(tmp_path):
   steps = [r["step"] for r in read_metrics(interrupted) if "train/loss" in r]
   assert steps == sorted(set(steps))
   assert resumed["eval/top1"] == [r for r in read_metrics(full) if "eval/top1" in r][-1]["eval/top1"]
+  # Rerunning a finished run trains nothing, logs nothing new and reports the same final metrics.
+  lines = open(os.path.join(full, "metrics.jsonl")).read()
+  again = train_and_evaluate(config, full)
+  assert again == resumed and open(os.path.join(full, "metrics.jsonl")).read() == lines
 
 
 @pytest.mark.parametrize("name", config_names())
