@@ -267,3 +267,12 @@ def test_latent_inits_depend_on_path_not_on_tree_order():
   only_one = to_latents(params, ((r"stage3_block2/conv2/kernel", "s3"),), key=jax.random.key(0))
   chex.assert_trees_all_equal(full["stage3_block2"]["conv2"]["kernel"],
                               only_one["stage3_block2"]["conv2"]["kernel"])
+
+
+def test_core_imports_no_flax_models_or_trainer():
+  import subprocess
+  import sys
+  code = ("import sys, s3jax.quant; bad = [m for m in sys.modules if m.split('.')[0] in ('flax', "
+          "'tensorflow') or m.startswith(('s3jax.train', 's3jax.models', 's3jax.steps'))]; print(bad)")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+  assert out.stdout.strip() == "[]"
