@@ -4,6 +4,7 @@ It is the trainer's own step (`s3jax.train.jit_train_step`) on random images, so
 what trains.
 """
 import re
+import time
 
 import jax
 import jax.numpy as jnp
@@ -63,7 +64,6 @@ def collective_bytes(hlo_text: str) -> dict:
 
 def compiled_step(state, step, batch):
   """The compiled executable of `step` for these arguments, and its compile time in seconds."""
-  import time
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile()
   return compiled, time.perf_counter() - start

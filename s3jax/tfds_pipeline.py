@@ -97,7 +97,8 @@ class TfdsDataset:
     self._tfds_sharding = not isinstance(self.builder, tfds.ImageFolder)
     info = self.builder.info
     self.num_classes = info.features["label"].num_classes
-    if self.name.startswith("cifar"):
+    self._is_cifar = self.name.startswith("cifar")  # 32x32 PNGs: pad-and-crop, not resized crops
+    if self._is_cifar:
       self.image_size, self.mean, self.std = 32, CIFAR_MEAN, CIFAR_STD
     else:
       self.image_size, self.mean, self.std = config.data.image_size, IMAGENET_MEAN, IMAGENET_STD
@@ -112,11 +113,13 @@ class TfdsDataset:
   def steps_per_epoch(self) -> int:
     return self.num_train // self.global_batch_size
 
+  def _process_split(self, split, index: int):
+    return tfds.split_for_jax_process(split, process_index=index, process_count=self.shard.count)
+
   def _process_size(self, split, index: int) -> int:
     """How many examples of `split` process `index` reads."""
     if self._tfds_sharding:
-      process_split = tfds.split_for_jax_process(split, process_index=index, process_count=self.shard.count)
-      return _split_size(self.builder.info, process_split)
+      return _split_size(self.builder.info, self._process_split(split, index))
     return len(range(index, _split_size(self.builder.info, split), self.shard.count))
 
   def _read_process_shard(self, split, shuffle_seed=None):
@@ -125,16 +128,14 @@ class TfdsDataset:
     if not self._tfds_sharding:  # ImageFolder has no sub-split API: shard the stream instead.
       ds = self.builder.as_dataset(split=split, shuffle_files=False, decoders=decoders)
       return ds.shard(self.shard.count, self.shard.index).with_options(_options())
-    process_split = tfds.split_for_jax_process(split, process_index=self.shard.index,
-                                               process_count=self.shard.count)
     read_config = tfds.ReadConfig(shuffle_seed=shuffle_seed, options=_options())
-    return self.builder.as_dataset(split=process_split, shuffle_files=shuffle_seed is not None,
+    return self.builder.as_dataset(split=self._process_split(split, self.shard.index), shuffle_files=shuffle_seed is not None,
                                    decoders=decoders, read_config=read_config)
 
   def _train_preprocess(self, index, example, base_seed):
     crop_seed = tf.stack([base_seed, 2 * index])
     flip_seed = tf.stack([base_seed, 2 * index + 1])
-    if self.name.startswith("cifar"):
+    if self._is_cifar:
       image = tf.io.decode_png(example["image"], channels=3)
       image = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
       image = tf.image.stateless_random_crop(image, [32, 32, 3], seed=crop_seed)
@@ -154,7 +155,7 @@ class TfdsDataset:
     return iter(tfds.as_numpy(ds))
 
   def _eval_preprocess(self, example):
-    if self.name.startswith("cifar"):
+    if self._is_cifar:
       image = tf.io.decode_png(example["image"], channels=3)
     else:
       image = resize_and_center_crop(example["image"], self.image_size)

@@ -44,7 +44,7 @@ def test_digits_trains_end_to_end(tmp_path):
   assert os.listdir(tmp_path / "tensorboard")
 
 
-def _one_step_params(devices, config, batch):
+def _params_after_two_steps(devices, config, batch):
   mesh = sharding.make_data_mesh(devices)
   dataset_shape = batch["image"].shape[1:]
   model = create_model(config.model, config.num_classes)
@@ -60,8 +60,8 @@ def test_eight_device_step_equals_one_device_step():
   config = tiny_digits()
   dataset = input_pipeline.create_dataset(config, input_pipeline.ProcessShard(0, 1))
   batch = dataset.train_batch(0)
-  state8, metrics8 = _one_step_params(jax.devices(), config, batch)
-  state1, metrics1 = _one_step_params(jax.devices()[:1], config, batch)
+  state8, metrics8 = _params_after_two_steps(jax.devices(), config, batch)
+  state1, metrics1 = _params_after_two_steps(jax.devices()[:1], config, batch)
   # Global BatchNorm and a global mean loss: the only difference is float summation order.
   chex.assert_trees_all_close(state8.params, state1.params, atol=2e-5, rtol=2e-5)
   chex.assert_trees_all_close(state8.batch_stats, state1.batch_stats, atol=1e-5, rtol=1e-5)
