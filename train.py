@@ -1,9 +1,10 @@
-r"""Trains an S3 (or full-precision) ResNet.
+r"""Trains a shift-network (S3, DenseShift, DeepShift-Q/PS) or full-precision ResNet.
 
   python train.py --config=configs/mnist.py --workdir=/tmp/s3_mnist
   python train.py --config=configs/imagenet_r50.py --workdir=gs://... --config.batch_size=1024
 
-Any config key can be overridden with --config.<key>=<value>; --config.quant.bits=32 is the FP baseline.
+Any config key can be overridden with --config.<key>=<value>: --config.quant.method=denseshift picks a
+method, --config.quant.method=float is the full-precision baseline.
 Rerunning the same command resumes from the workdir's latest checkpoint.
 """
 import logging as pylogging
@@ -32,9 +33,9 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_quiet_library_info)
   # Imported after flag parsing, so --help stays fast.
-  from s3jax.config import ConfigError, Preempted, TrainingStopped
+  from s3jax.errors import ConfigError
   from s3jax.sharding import initialize_distributed
-  from s3jax.train import train_and_evaluate
+  from s3jax.train import Preempted, TrainingStopped, train_and_evaluate
 
   initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:

@@ -20,13 +20,21 @@ _DTYPE_BYTES = {"f64": 8, "f32": 4, "bf16": 2, "f16": 2, "s64": 8, "s32": 4, "u3
 COLLECTIVES = ("all-reduce", "reduce-scatter", "all-gather", "collective-permute", "all-to-all")
 
 
+FULL_PRECISION_BITS = 32
+
+
 def synthetic_step(model_name: str, batch: int, image_size: int, bits: int, mesh=None,
-                   num_classes: int = 1000, half_precision: bool = False, channels: int = 3):
-  """(state, jitted train step, global batch) for one model at one bit width (32 = full precision)."""
+                   num_classes: int = 1000, half_precision: bool = False, channels: int = 3,
+                   method: str = "s3"):
+  """(state, jitted train step, global batch) for one model, method and bit width (bits 32: float)."""
   mesh = mesh or sharding.make_data_mesh()
   config = base_config()
   config.model, config.num_classes, config.batch_size = model_name, num_classes, batch
-  config.half_precision, config.quant.bits, config.num_epochs = half_precision, bits, 1
+  config.half_precision, config.num_epochs = half_precision, 1
+  if bits == FULL_PRECISION_BITS:
+    config.quant.method = "float"
+  else:
+    config.quant.method, config.quant.bits = method, bits
   model = create_model(model_name, num_classes, half_precision)
   image_shape = (image_size, image_size, channels)
   state, tx, schedule = create_train_state(config, model, image_shape, 100, mesh)

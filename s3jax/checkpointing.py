@@ -13,21 +13,26 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from s3jax.config import ConfigError
-from s3jax.quant.tree import path_str
+from s3jax.errors import ConfigError
+from s3jax.quant.tree import path_name
 
 
 def _shapes(tree) -> dict:
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {path_str(p): tuple(x.shape) for p, x in leaves}
+  return {path_name(p): tuple(x.shape) for p, x in leaves}
 
 
 class CheckpointStore:
-  """An Orbax CheckpointManager over `directory`. Call `close()` (it waits for async saves) before exit."""
+  """An Orbax CheckpointManager over `directory`. Call `close()` (it waits for async saves) before exit.
 
-  def __init__(self, directory: str, max_to_keep: int = 3):
+  `identity` (JSON, e.g. the quantization method and bit width) is stored with every step; a step whose
+  identity differs is refused on restore, since two methods can share one latent structure.
+  """
+
+  def __init__(self, directory: str, max_to_keep: int = 3, identity: dict | None = None):
     self.directory = epath.Path(directory).absolute()
     self._max_to_keep = max_to_keep
+    self._identity = identity or {}
     self._manager = self._open()
 
   def _open(self):
@@ -40,6 +45,15 @@ class CheckpointStore:
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
+
+  def _check_same_identity(self, step: int):
+    saved = self._manager.metadata(step).custom_metadata or {}
+    for key, expected in self._identity.items():
+      if key in saved and saved[key] != expected:
+        raise ConfigError(
+            f"the checkpoint at step {step} in {self.directory} was written with {key} "
+            f"{_describe(saved[key])}, not {_describe(expected)}; use a new --workdir or the config it "
+            "was trained with.")
 
   def _check_same_model(self, step: int, metadata, abstract_state):
     """A checkpoint written for another model (or bit width) is a config error, not a crash."""
@@ -60,6 +74,7 @@ class CheckpointStore:
       except Exception as err:  # pylint: disable=broad-except
         self._set_aside(step, err)
         continue
+      self._check_same_identity(step)
       self._check_same_model(step, metadata, abstract_state)
       try:
         state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
@@ -82,7 +97,8 @@ class CheckpointStore:
     self._manager = self._open()
 
   def save(self, step: int, state) -> bool:
-    return self._manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    return self._manager.save(step, args=ocp.args.StandardSave(state), force=True,
+                              custom_metadata=self._identity)
 
   def reached_preemption(self, step: int) -> bool:
     """True on every host at the same step once any host got a preemption notice (multi-host)."""
@@ -91,6 +107,12 @@ class CheckpointStore:
   def close(self):
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+def _describe(value) -> str:
+  if isinstance(value, dict):
+    return " ".join(f"{k}={v}" for k, v in value.items())
+  return str(value)
 
 
 def abstract_like(state):

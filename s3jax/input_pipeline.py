@@ -11,6 +11,8 @@ from typing import Iterator
 
 import numpy as np
 
+from s3jax.errors import ConfigError
+
 _SPLIT_SEED = 0
 
 
@@ -30,6 +32,8 @@ IN_MEMORY = {
     "mnist5k": (1000, _load_mnist5k),  # 4,000 train / 1,000 test (100 per class)
     "digits": (360, _load_digits),     # 1,437 train / 360 test
 }
+TFDS_DATASETS = ("imagenet2012", "cifar10", "cifar100", "image_folder")
+DATASETS = tuple(IN_MEMORY) + TFDS_DATASETS
 
 
 @dataclasses.dataclass
@@ -84,7 +88,7 @@ class InMemoryDataset:
     self.crop_padding = crop_padding
     self.shard = shard or ProcessShard.current()
     if global_batch_size > len(x_train):
-      raise ValueError(f"batch_size={global_batch_size} exceeds the {len(x_train)} training examples "
+      raise ConfigError(f"batch_size={global_batch_size} exceeds the {len(x_train)} training examples "
                        f"of {name}; use a smaller batch_size.")
 
   @property
@@ -133,6 +137,8 @@ class InMemoryDataset:
 
 def create_dataset(config, shard: ProcessShard | None = None):
   """The dataset named by `config.data.name`: in-memory, or tensorflow-datasets (imported lazily)."""
+  if config.data.name not in DATASETS:
+    raise ConfigError(f"data.name={config.data.name!r} is unknown; use one of {DATASETS}.")
   shard = shard or ProcessShard.current()
   if config.data.name in IN_MEMORY:
     return InMemoryDataset(config.data.name, config.batch_size, seed=config.seed,

@@ -1,13 +1,21 @@
-"""The optimizer of DESIGN §2: dense penalty -> coupled weight decay -> SGD momentum, with lr schedules."""
+"""The optimizer: dense penalty -> coupled weight decay -> SGD momentum (or RAdam), with lr schedules.
+
+One recipe for every method by default, so that comparisons are fair; DeepShift's own recipe (RAdam, no
+weight decay on its latents) is `optim.optimizer='radam'` with `optim.latent_weight_decay=False`.
+"""
 import math
 
+import jax
 import jax.numpy as jnp
 import optax
 
+from s3jax.errors import ConfigError
 from s3jax.quant.penalty import dense_weight_penalty
-from s3jax.quant.tree import quantized_paths
+from s3jax.quant.tree import role_mask, sparse_mask
 
 SCHEDULES = ("cosine_epoch", "cosine", "constant")
+OPTIMIZERS = ("sgd", "radam")
+LATENT_ROLES = ("sign", "sparse", "shift", "weight")
 
 
 def total_train_steps(config, steps_per_epoch: int) -> int:
@@ -37,7 +45,7 @@ def make_schedule(config, steps_per_epoch: int):
   """The learning-rate schedule (a function of the step) named by `config.optim.schedule`."""
   name = config.optim.schedule
   if name not in SCHEDULES:
-    raise ValueError(f"Unknown optim.schedule {name!r}; use one of {SCHEDULES}.")
+    raise ConfigError(f"optim.schedule={name!r} is unknown; use one of {SCHEDULES}.")
   base = scaled_base_lr(config)
   total = total_train_steps(config, steps_per_epoch)
   warmup = int(round(config.optim.warmup_epochs * steps_per_epoch))
@@ -58,13 +66,23 @@ def make_optimizer(config, params, steps_per_epoch: int):
 
   Chain order matters: the dense penalty's gradient goes in first, so weight decay and momentum treat it
   exactly as if `alpha * dense_penalty` had been added to the loss. Weight decay is coupled (added to the
-  gradient) and covers every parameter, latents included, as in the paper.
+  gradient) and covers every parameter, latents included, as in the paper, except scales (fixed ones
+  never change; learned ones are log-scales, which decay would pull towards a scale of 1) and, with
+  `optim.latent_weight_decay=False`, the latents. Every mask comes from the tree's structure.
+  After `apply_updates`, call `s3jax.quant.project_tree` (DeepShift's clamps).
   """
   schedule = make_schedule(config, steps_per_epoch)
+  name = config.optim.get("optimizer", "sgd")
+  if name not in OPTIMIZERS:
+    raise ConfigError(f"optim.optimizer={name!r} is unknown; use one of {OPTIMIZERS}.")
   parts = []
-  if config.quant.dense_penalty > 0 and quantized_paths(params):
+  if config.quant.dense_penalty > 0 and any(jax.tree.leaves(sparse_mask(params))):
     parts.append(dense_weight_penalty(config.quant.dense_penalty))
   if config.optim.weight_decay > 0:
-    parts.append(optax.add_decayed_weights(config.optim.weight_decay))
-  parts.append(optax.sgd(schedule, momentum=config.optim.momentum or None, nesterov=False))
+    decayed = ("float",) + (LATENT_ROLES if config.optim.get("latent_weight_decay", True) else ())
+    parts.append(optax.add_decayed_weights(config.optim.weight_decay, role_mask(params, decayed)))
+  if name == "radam":
+    parts.append(optax.radam(schedule))
+  else:
+    parts.append(optax.sgd(schedule, momentum=config.optim.momentum or None, nesterov=False))
   return optax.chain(*parts), schedule

@@ -1,4 +1,4 @@
-"""Pure train and eval steps. S3 enters in one place: params are materialized before `model.apply`."""
+"""Pure train and eval steps. Quantization enters in one place: params are materialized before `model.apply`."""
 from typing import Any
 
 import flax
@@ -6,13 +6,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from s3jax.quant import materialize_tree
+from s3jax.quant import materialize_tree, project_tree
 
 
 @flax.struct.dataclass
 class TrainState:
   step: jax.Array
-  params: Any          # S3Latent leaves for quantized kernels, arrays elsewhere
+  params: Any          # latents (S3Latent, ...) for quantized kernels, arrays elsewhere
   batch_stats: Any
   opt_state: Any
 
@@ -48,7 +48,7 @@ def make_train_step(model, tx, schedule):
 
     def apply_update(_):
       updates, opt_state = tx.update(grads, state.opt_state, state.params)
-      return optax.apply_updates(state.params, updates), batch_stats, opt_state
+      return project_tree(optax.apply_updates(state.params, updates)), batch_stats, opt_state
 
     def keep_state(_):
       return state.params, state.batch_stats, state.opt_state

@@ -11,7 +11,7 @@ import os
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from s3jax.config import DataError
+from s3jax.errors import DataError
 
 # TensorFlow only feeds the host pipeline: it must never take accelerator memory from JAX.
 tf.config.set_visible_devices([], "GPU")

@@ -10,25 +10,53 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from s3jax import checkpointing, input_pipeline, sharding
-from s3jax.config import (FULL_PRECISION_BITS, ConfigError, Preempted, TrainingStopped,
-                          validate_config)
+from s3jax import checkpointing, input_pipeline, quant, sharding
+from s3jax.config import validate_config
+from s3jax.errors import ConfigError
 from s3jax.metrics import MetricWriter
 from s3jax.models import create_model
 from s3jax.optim import make_optimizer, total_train_steps
-from s3jax.quant import dense_penalty, level_counts, level_names, to_latents
 from s3jax.steps import TrainState, make_eval_step, make_train_step
+
+
+class TrainingStopped(RuntimeError):
+  """Training stopped early on purpose (non-finite loss); the message says why and what was kept."""
+
+
+class Preempted(Exception):
+  """A preemption notice arrived; a checkpoint of `step` was saved. Rerun the same command to resume."""
+
+  def __init__(self, step: int):
+    super().__init__(f"preempted at step {step}; saved a checkpoint there. Rerun the same command to "
+                     "resume.")
+    self.step = step
+
+
+def quantizer_from_config(config) -> quant.Quantizer | None:
+  """The quantizer named by `config.quant` (None for method='float'); raises ConfigError."""
+  if config.quant.method == "float":
+    return None
+  options = {"init_scheme": config.quant.init} if config.quant.method == "s3" else {}
+  return quant.quantizer(config.quant.method, config.quant.bits, scale=config.quant.scale, **options)
+
+
+def quant_identity(config) -> dict:
+  """What a checkpoint records of the method, so that another method or bit width cannot resume it."""
+  if config.quant.method == "float":
+    return {"method": "float"}
+  return {"method": config.quant.method, "bits": int(config.quant.bits), "scale": config.quant.scale}
 
 
 def create_train_state(config, model, image_shape, steps_per_epoch: int, mesh):
   """The initial state, replicated over `mesh`, and the optimizer's (tx, schedule)."""
+  quantizer = quantizer_from_config(config)
 
   def init(key):
     model_key, latent_key = jax.random.split(key)
     variables = model.init(model_key, jnp.zeros((1, *image_shape), jnp.float32), train=False)
     params = variables["params"]
-    if config.quant.bits != FULL_PRECISION_BITS:
-      params = to_latents(params, config.quant.rules, latent_key, config.quant.bits, config.quant.init)
+    if quantizer is not None:
+      params = quant.to_latents(params, config.quant.rules, latent_key, quantizer=quantizer)
     return params, variables["batch_stats"]
 
   key = jax.random.key(config.seed)
@@ -52,29 +80,23 @@ def jit_train_step(model, tx, schedule, mesh):
 
 
 # Jitted once at import, so every eval reuses the compiled computation.
-_level_counts_and_penalty = jax.jit(lambda params: (level_counts(params), dense_penalty(params)))
+_weight_statistics = jax.jit(quant.weight_statistics)
 
 
-def s3_statistics(params) -> dict:
-  """Share of quantized weights at each magnitude level, and the dense penalty sum."""
-  counts, penalty = jax.device_get(_level_counts_and_penalty(params))
-  if counts.size == 0:
-    return {}
-  shares = counts / counts.sum()
-  stats = {f"s3/share_{name}": float(share) for name, share in zip(level_names(len(counts)), shares)}
-  stats["s3/dense_penalty"] = float(penalty)
-  return stats
+def weight_statistics(params) -> dict:
+  """Share of quantized weights at each magnitude level (quant/share_<value>), and S3's dense penalty."""
+  return {k: float(v) for k, v in jax.device_get(_weight_statistics(params)).items()}
 
 
 def evaluate(eval_step, state, dataset, mesh) -> dict:
-  """Top-1, top-5 and loss over the whole eval split, plus the S3 statistics of the state."""
+  """Top-1, top-5 and loss over the whole eval split, plus the weight statistics of the state."""
   totals = None
   for batch in dataset.eval_batches():
     sums = eval_step(state, sharding.global_batch(batch, mesh))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   totals = jax.device_get(totals)
   count = float(totals.pop("count"))
-  return {**{f"eval/{k}": float(v) / count for k, v in totals.items()}, **s3_statistics(state.params)}
+  return {**{f"eval/{k}": float(v) / count for k, v in totals.items()}, **weight_statistics(state.params)}
 
 
 class PreemptionWatch:
@@ -156,6 +178,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   a checkpoint was saved).
   """
   validate_config(config, jax.device_count())
+  quantizer = quantizer_from_config(config)
   mesh = sharding.make_data_mesh()
   is_writer = jax.process_index() == 0
   if is_writer:
@@ -171,7 +194,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
   state, tx, schedule = create_train_state(config, model, dataset.image_shape, steps_per_epoch, mesh)
 
-  store = checkpointing.CheckpointStore(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
+  store = checkpointing.CheckpointStore(os.path.join(workdir, "checkpoints"), config.keep_checkpoints,
+                                        identity={"quant": quant_identity(config)})
   restored = store.restore(checkpointing.abstract_like(state))
   if restored is not None:
     state = restored
@@ -184,8 +208,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
                                                            sharding.batch_sharding(mesh)),
                       out_shardings=sharding.replicated(mesh))
 
-  logging.info("Training %s (%s bits) on %s from step %d: %d steps, %d per epoch, global batch %d on "
-               "%d devices (%d processes).", config.model, config.quant.bits, config.data.name,
+  logging.info("Training %s (%s) on %s from step %d: %d steps, %d per epoch, global batch %d on "
+               "%d devices (%d processes).", config.model,
+               quantizer.describe() if quantizer else "full precision", config.data.name,
                start_step, total_steps, steps_per_epoch, config.batch_size, jax.device_count(),
                jax.process_count())
   preemption = PreemptionWatch(store)

@@ -12,11 +12,14 @@ def assert_one_line_error(result, expected: str):
 
 
 @pytest.mark.parametrize("override,expected", [
-    ("quant.bits=7", "quant.bits=7 is not supported"),
-    ("quant.bits=1", "quant.bits=1 is not supported"),
+    ("quant.bits=7", "bits=7 is not supported by s3"),
+    ("quant.bits=1", "bits=1 is not supported by s3"),
+    ("quant.method=shiftadd", "quant.method='shiftadd' is unknown"),
+    ("quant.bits=32", "use --config.quant.method=float"),
+    ("quant.scale=huge", "scale='huge' is unknown"),
     ("model=resnet7", "model='resnet7' is unknown"),
     ("data.name=imagenet3", "data.name='imagenet3' is unknown"),
-    ("quant.init=uniform", "quant.init='uniform' is unknown"),
+    ("quant.init=uniform", "init='uniform' is unknown"),
     ("optim.schedule=step", "optim.schedule='step' is unknown"),
     ("batch_size=60", "batch_size=60 is not divisible by the 8 devices"),
     ("optim.lr=0", "optim.lr=0"),
@@ -46,10 +49,19 @@ def test_missing_image_folder_data_dir(tmp_path):
   assert_one_line_error(result, "has no train/ folder")
 
 
-def test_resuming_a_checkpoint_of_another_model(tmp_path):
-  first = run_cli("digits", tmp_path, "total_steps=2", "batch_size=16", devices=1)
+def test_resuming_a_checkpoint_of_another_model_method_or_bit_width(tmp_path):
+  first = run_cli("digits", tmp_path, "total_steps=2", "batch_size=16", "quant.method=deepshift_q",
+                  devices=1)
   assert first.returncode == 0, first.stderr[-2000:]
-  result = run_cli("digits", tmp_path, "total_steps=4", "batch_size=16", "model=resnet32", devices=1)
+  result = run_cli("digits", tmp_path, "total_steps=4", "batch_size=16", "quant.method=deepshift_q",
+                   "model=resnet32", devices=1)
   assert_one_line_error(result, "was written for a different model")
-  result = run_cli("digits", tmp_path, "total_steps=4", "batch_size=16", "quant.bits=32", devices=1)
-  assert_one_line_error(result, "was written for a different model")
+  # DeepShift-Q latents have the same structure at every bit width: the recorded identity tells them apart.
+  result = run_cli("digits", tmp_path, "total_steps=4", "batch_size=16", "quant.method=deepshift_q",
+                   "quant.bits=4", devices=1)
+  assert_one_line_error(result, "was written with quant method=deepshift_q bits=3 scale=none, not "
+                                "method=deepshift_q bits=4")
+  for method in ("float", "s3", "denseshift"):
+    result = run_cli("digits", tmp_path, "total_steps=4", "batch_size=16", f"quant.method={method}",
+                     devices=1)
+    assert_one_line_error(result, f"not method={method}")

@@ -117,7 +117,7 @@ def _all_finite(tree) -> bool:
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-  result = run(tmp_path, "optim.lr=1e12", "quant.bits=32", "checkpoint_every_steps=1")
+  result = run(tmp_path, "optim.lr=1e12", "quant.method=float", "checkpoint_every_steps=1")
   assert result.returncode != 0
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith("error: loss or gradients became non-finite at step "), last
@@ -127,7 +127,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
 
 
 def test_non_finite_steps_can_be_skipped(tmp_path):
-  result = run(tmp_path, "optim.lr=1e12", "quant.bits=32", "nonfinite=skip")
+  result = run(tmp_path, "optim.lr=1e12", "quant.method=float", "nonfinite=skip")
   assert result.returncode == 0, result.stderr[-2000:]
   records = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
   assert records[-1]["step"] == TOTAL

@@ -38,7 +38,7 @@ def test_digits_trains_end_to_end(tmp_path):
   evals = [r for r in records if "eval/top1" in r]
   assert len(evals) == 3  # once per epoch (22 steps each)
   assert [r["step"] for r in evals] == [22, 44, 66]
-  shares = [v for k, v in evals[-1].items() if k.startswith("s3/share_")]
+  shares = [v for k, v in evals[-1].items() if k.startswith("quant/share_")]
   assert len(shares) == 4 and abs(sum(shares) - 1) < 1e-6
   assert os.path.exists(tmp_path / "config.json")
   assert os.listdir(tmp_path / "tensorboard")

@@ -14,6 +14,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from s3jax.errors import ConfigError
+
 # torchvision's BatchNorm defaults: running-stat momentum 0.1 (0.9 in Flax's convention), eps 1e-5.
 BatchNorm = functools.partial(nn.BatchNorm, momentum=0.9, epsilon=1e-5)
 
@@ -118,4 +120,4 @@ def create_model(name: str, num_classes: int, half_precision: bool = False) -> R
   if name in _CIFAR:
     return ResNet((_CIFAR[name],) * 3, BasicBlock, num_classes, widths=(16, 32, 64),
                   imagenet_stem=False, dtype=dtype)
-  raise ValueError(f"Unknown model {name!r}; use one of {MODEL_NAMES}.")
+  raise ConfigError(f"model={name!r} is unknown; use one of {MODEL_NAMES}.")

@@ -1,6 +1,14 @@
-"""Straight-through binarizers of DESIGN §2: exact forward, identity backward."""
+"""Straight-through rounding ops shared by every method (docs/METHODS.md): exact forward, identity backward."""
 import jax
 import jax.numpy as jnp
+
+
+def _identity_bwd(_, g):
+  return (g,)
+
+
+def _no_residuals(fn):
+  return lambda x: (fn(x), None)
 
 
 @jax.custom_vjp
@@ -9,35 +17,35 @@ def ste_sign(x):
   return jnp.where(x >= 0, 1, -1).astype(x.dtype)
 
 
-def _sign_fwd(x):
-  return ste_sign(x), None
-
-
-def _identity_bwd(_, g):
-  return (g,)
-
-
-ste_sign.defvjp(_sign_fwd, _identity_bwd)
-
-
 @jax.custom_vjp
 def ste_step(x):
   """step(x) = 1 if x > 0 else 0 (so step(0) = 0); gradient passes straight through."""
   return (x > 0).astype(x.dtype)
 
 
-def _step_fwd(x):
-  return ste_step(x), None
+@jax.custom_vjp
+def ste_round(x):
+  """round(x), halves to even (as torch.round); gradient passes straight through."""
+  return jnp.round(x)
 
 
-ste_step.defvjp(_step_fwd, _identity_bwd)
+for _op in (ste_sign, ste_step, ste_round):
+  _op.defvjp(_no_residuals(_op), _identity_bwd)
+
+
+def straight_through(forward, backward):
+  """`forward`'s value with `backward`'s gradient: sg(forward) + (backward - sg(backward)).
+
+  Written so that the value is exactly `forward` (x - x is exactly 0), unlike backward + sg(forward - backward).
+  """
+  sg = jax.lax.stop_gradient
+  return sg(forward) + (backward - sg(backward))
 
 
 @jax.custom_jvp
 def exact_exp2(e):
-  """2**e for integer-valued e, exact in any float dtype; derivative 2**e * ln 2 as plain exp2."""
-  # An integer shift, then a cast: powers of two are exact in every float dtype up to 2**14.
-  return jnp.left_shift(1, e.astype(jnp.int32)).astype(e.dtype)
+  """2**e for integer-valued e (negative too), exact in any float dtype; derivative 2**e * ln 2."""
+  return jnp.ldexp(jnp.ones_like(e), e.astype(jnp.int32))
 
 
 @exact_exp2.defjvp

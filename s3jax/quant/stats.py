@@ -1,23 +1,60 @@
-"""Statistics of the discrete weights of a latent tree, for logging."""
+"""Statistics of the discrete weights of a params tree, for logging: pure, jittable functions."""
+import math
+
+import jax
 import jax.numpy as jnp
+import numpy as np
 
-from s3jax.quant.latent import to_codes
-from s3jax.quant.tree import latents_with_paths
+from s3jax.quant.interface import quantizer_of
+from s3jax.quant.penalty import dense_penalty
+from s3jax.quant.tree import latents_with_paths, sparse_mask
 
 
-def level_counts(tree) -> jnp.ndarray:
-  """Counts of |code| = 0, 1, ..., K+1 (weights 0, ±1, ..., ±2**K) over all latents in `tree`."""
-  latents = [x for _, x in latents_with_paths(tree)]
-  if not latents:
-    return jnp.zeros((0,), jnp.int32)
-  k_max = max(len(x.shift) for x in latents)
-  counts = jnp.zeros((k_max + 2,), jnp.int32)
-  for x in latents:
-    codes = jnp.abs(to_codes(x).astype(jnp.int32)).ravel()
-    counts = counts + jnp.bincount(codes, length=k_max + 2)
+def value_name(value: float) -> str:
+  """'0', '0.25', '1', '8', ... and '2^-9' for powers too small to print short."""
+  if value == 0:
+    return "0"
+  exponent = math.log2(value)
+  if exponent == int(exponent) and exponent < -6:
+    return f"2^{int(exponent)}"
+  return f"{value:g}"
+
+
+def magnitude_levels(tree) -> np.ndarray:
+  """The ascending union of the weight magnitudes every latent in `tree` can take (0 where it can)."""
+  values = set()
+  for _, x in latents_with_paths(tree):
+    q = quantizer_of(x)
+    values.update(q.magnitudes().tolist())
+    if q.has_zero:
+      values.add(0.0)
+  return np.array(sorted(values))
+
+
+def level_counts(tree) -> jax.Array:
+  """How many quantized weights sit at each of `magnitude_levels(tree)` (scales not included)."""
+  levels = magnitude_levels(tree)
+  counts = jnp.zeros((len(levels),), jnp.int32)
+  for _, x in latents_with_paths(tree):
+    q = quantizer_of(x)
+    table = np.concatenate([[0.0], q.magnitudes()])
+    position = jnp.asarray(np.searchsorted(levels, table))  # |code| -> index in `levels`
+    own = jnp.bincount(jnp.abs(q.codes(x).astype(jnp.int32)).ravel(), length=len(table))
+    counts = counts.at[position].add(own)
   return counts
 
 
-def level_names(num_levels: int) -> list[str]:
-  """'0', '1', '2', '4', ... for the magnitude levels counted by `level_counts`."""
-  return ["0"] + [str(2 ** k) for k in range(num_levels - 1)]
+def weight_statistics(tree) -> dict:
+  """'quant/share_<value>' for each magnitude level, and 'quant/dense_penalty' where S3 latents exist.
+
+  Empty for a tree without latents. Jittable; values are arrays.
+  """
+  levels = magnitude_levels(tree)
+  if not len(levels):
+    return {}
+  counts = level_counts(tree)
+  shares = counts / jnp.sum(counts)
+  stats = {f"quant/share_{value_name(v)}": shares[i] for i, v in enumerate(levels)}
+  if any(jax.tree.leaves(sparse_mask(tree))):
+    stats["quant/dense_penalty"] = dense_penalty(tree)
+  return stats

@@ -1,55 +1,60 @@
-"""Turn chosen kernels of any params pytree (e.g. a Flax `params` dict) into S3 latents and back.
+"""Turn chosen kernels of any params pytree (e.g. a Flax `params` dict) into latents of any method, and back.
 
 Layers are chosen by regex rules on the '/'-joined param path, e.g. 'stage1_block0/conv1/kernel'.
-Each rule is `(pattern, action)` with action 's3' (quantize) or 'float' (keep full precision);
-a bare string means 's3'. The first rule whose pattern `re.fullmatch`es a path wins (the qwix
-convention); paths no rule matches stay float. A rule that matches no path is an error.
+A rule is `(pattern, action)`:
+- a `Quantizer` (from `s3jax.quant.quantizer`): quantize with it;
+- a method name such as 's3' or 'denseshift': that method at the call's bit width (the call's `quantizer`
+  if it is of that method);
+- None or 'float': keep full precision.
+A bare pattern string quantizes with the call's default quantizer. The first rule whose pattern
+`re.fullmatch`es a path wins (the qwix convention); paths no rule matches stay float. A rule that matches
+no path is an error.
 """
 import re
+import warnings
 import zlib
 from typing import Sequence
 
 import jax
+import jax.numpy as jnp
 
-from s3jax.quant.latent import S3Latent, init_latent, materialize, num_shift_latents
-
-ACTIONS = ("s3", "float")
+from s3jax.errors import ConfigError
+from s3jax.quant.interface import Quantizer, is_latent, method_names, project, quantizer_of
+from s3jax.quant.interface import quantizer as make_quantizer
+from s3jax.quant.interface import materialize as materialize_latent
 
 # The s3jax ResNets name their residual blocks 'stage<i>_block<j>' and the stem/head 'stem_conv'/'head':
 # quantize every conv kernel in the stages (downsample 1x1 convs included); stem, BN and head stay float.
-DEFAULT_RESNET_RULES = ((r"stage\d+_block\d+/.*conv.*/kernel", "s3"),)
+DEFAULT_RESNET_RULES = (r"stage\d+_block\d+/.*conv.*/kernel",)
+
+FLOAT = "float"
 
 
-def path_str(path) -> str:
+def path_name(path) -> str:
   """'a/b/kernel' for a jax key path."""
-  parts = []
-  for k in path:
-    for attr in ("key", "name", "idx"):
-      if hasattr(k, attr):
-        parts.append(str(getattr(k, attr)))
-        break
-    else:
-      parts.append(str(k))
-  return "/".join(parts)
+  return jax.tree_util.keystr(path, simple=True, separator="/")
 
 
-def _is_latent(x) -> bool:
-  return isinstance(x, S3Latent)
-
-
-def normalize_rules(rules) -> tuple[tuple[str, str], ...]:
-  """Validates rules and returns them as ((pattern, action), ...)."""
+def normalize_rules(rules, default: Quantizer) -> tuple[tuple[str, Quantizer | None], ...]:
+  """Validates rules and returns them as ((pattern, quantizer or None), ...)."""
   if isinstance(rules, str):
     rules = (rules,)
   out = []
   for rule in rules:
-    pattern, action = (rule, "s3") if isinstance(rule, str) else tuple(rule)
-    if action not in ACTIONS:
-      raise ValueError(f"Rule {pattern!r} has action {action!r}; use one of {ACTIONS}.")
+    pattern, action = (rule, default) if isinstance(rule, str) else tuple(rule)
+    if action is None or action == FLOAT:
+      action = None
+    elif isinstance(action, str):
+      if action not in method_names():
+        raise ConfigError(f"Rule {pattern!r} has action {action!r}; use a quantizer, one of "
+                          f"{method_names()}, or 'float'.")
+      action = default if action == default.method else make_quantizer(action, default.bits)
+    elif not isinstance(action, Quantizer):
+      raise ConfigError(f"Rule {pattern!r} has action {action!r}; use a quantizer, a method name or 'float'.")
     try:
       re.compile(pattern)
     except re.error as err:
-      raise ValueError(f"Rule pattern {pattern!r} is not a valid regex: {err}.") from None
+      raise ConfigError(f"Rule pattern {pattern!r} is not a valid regex: {err}.") from None
     out.append((pattern, action))
   return tuple(out)
 
@@ -59,67 +64,91 @@ def _leaf_key(key, path: str):
   return jax.random.fold_in(key, zlib.crc32(path.encode()) & 0x7FFFFFFF)
 
 
-def to_latents(params, rules: Sequence = DEFAULT_RESNET_RULES, key=None, bits: int = 3,
-               scheme: str = "normal"):
-  """Replaces the kernels chosen by `rules` with freshly initialised `S3Latent`s (DESIGN §2 init).
+def _latent_dtype(dtype, path: str):
+  if jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32:
+    warnings.warn(f"{path} is {jnp.dtype(dtype).name}; its latents are made float32, since the small "
+                  "updates they get (the dense penalty's 1e-5 steps, say) vanish at lower precision. "
+                  "Materialized weights are float32 too; Flax layers cast them to their compute dtype.",
+                  stacklevel=3)
+    return jnp.float32
+  return dtype
 
-  The original values of chosen kernels are discarded: S3 trains from random latents. Returns a tree of
-  the same structure where each chosen leaf is an S3Latent of that leaf's shape and dtype.
+
+def to_latents(params, rules: Sequence = DEFAULT_RESNET_RULES, key=None, bits: int = 3,
+               scheme: str = "normal", quantizer: Quantizer | None = None):
+  """Replaces the kernels chosen by `rules` with freshly initialised latents of their quantizer.
+
+  `quantizer` is the default for bare patterns (S3 at `bits` with init `scheme` when None). The original
+  values of chosen kernels are discarded: every method trains from its own random init. Latents are float32
+  (or float64) even when the kernel is bfloat16, with a warning. Returns a tree of the same structure.
   """
-  num_shift_latents(bits)  # validates bits
   if key is None:
-    raise ValueError("to_latents needs a PRNG key, e.g. jax.random.key(0).")
-  rules = normalize_rules(rules)
+    raise ConfigError("to_latents needs a PRNG key, e.g. jax.random.key(0).")
+  default = quantizer or make_quantizer("s3", bits, init_scheme=scheme)
+  rules = normalize_rules(rules, default)
   used = [False] * len(rules)
 
   def convert(path, leaf):
-    name = path_str(path)
-    for i, (pattern, action) in enumerate(rules):
+    name = path_name(path)
+    for i, (pattern, q) in enumerate(rules):
       if re.fullmatch(pattern, name):
         used[i] = True
-        if action == "float":
+        if q is None:
           return leaf
         if getattr(leaf, "ndim", 0) < 2:
-          raise ValueError(f"Rule {pattern!r} chose {name} of shape {leaf.shape}; only kernels "
-                           "(rank >= 2) can be quantized.")
-        return init_latent(_leaf_key(key, name), leaf.shape, bits, scheme, leaf.dtype)
+          raise ConfigError(f"Rule {pattern!r} chose {name} of shape {leaf.shape}; only kernels "
+                            "(rank >= 2) can be quantized.")
+        return q.init(_leaf_key(key, name), leaf.shape, _latent_dtype(leaf.dtype, name))
     return leaf
 
   out = jax.tree_util.tree_map_with_path(convert, params)
   unused = [pattern for (pattern, _), hit in zip(rules, used) if not hit]
   if unused:
-    raise ValueError(f"Quantization rule(s) {unused} matched no parameter path; "
-                     f"paths look like {_example_paths(params)}.")
+    raise ConfigError(f"Quantization rule(s) {unused} matched no parameter path; "
+                      f"paths look like {_example_paths(params)}.")
   return out
 
 
 def _example_paths(params, n: int = 3):
-  paths = [path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-  return paths[:n]
+  return [path_name(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]][:n]
 
 
 def materialize_tree(tree):
-  """Replaces every S3Latent by its discrete weight; other leaves pass through."""
-  return jax.tree.map(lambda x: materialize(x) if _is_latent(x) else x, tree, is_leaf=_is_latent)
+  """Replaces every latent by its discrete weight; other leaves pass through."""
+  return jax.tree.map(lambda x: materialize_latent(x) if is_latent(x) else x, tree, is_leaf=is_latent)
 
 
-def latents_with_paths(tree) -> list[tuple[str, S3Latent]]:
-  leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_latent)[0]
-  return [(path_str(p), x) for p, x in leaves if _is_latent(x)]
+def project_tree(tree):
+  """Applies each method's latent constraint (DeepShift's clamps); call it after every optimizer update."""
+  return jax.tree.map(lambda x: project(x) if is_latent(x) else x, tree, is_leaf=is_latent)
+
+
+def latents_with_paths(tree) -> list[tuple[str, object]]:
+  leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_latent)[0]
+  return [(path_name(p), x) for p, x in leaves if is_latent(x)]
 
 
 def quantized_paths(tree) -> list[str]:
-  """Paths of the S3 latents in `tree`, in tree order."""
+  """Paths of the latents in `tree`, in tree order."""
   return [p for p, _ in latents_with_paths(tree)]
 
 
-def sparse_mask(tree):
-  """A bool tree of `tree`'s structure: True exactly at the `sparse` field of each S3Latent.
+def role_tree(tree):
+  """`tree`'s structure with each leaf replaced by its role: 'float' for ordinary parameters, and for
+  latents one of 'sign', 'sparse', 'shift', 'weight', 'scale' (fixed), 'log_scale' (learned).
 
-  Built from structure only, so it is the same for params, gradients and updates.
+  Built from structure only, so it is the same for params, gradients, updates and abstract shapes.
   """
-  def mark(x):
-    if _is_latent(x):
-      return S3Latent(sign=False, sparse=True, shift=(False,) * len(x.shift))
-    return False
-  return jax.tree.map(mark, tree, is_leaf=_is_latent)
+  return jax.tree.map(lambda x: quantizer_of(x).roles(x) if is_latent(x) else FLOAT, tree,
+                      is_leaf=is_latent)
+
+
+def role_mask(tree, roles) -> object:
+  """A bool tree of `tree`'s structure: True where a leaf's role is in `roles`."""
+  roles = (roles,) if isinstance(roles, str) else tuple(roles)
+  return jax.tree.map(lambda role: role in roles, role_tree(tree))
+
+
+def sparse_mask(tree):
+  """True exactly at S3's sparse latents Wz (the leaves the dense penalty acts on)."""
+  return role_mask(tree, "sparse")

@@ -1,18 +1,22 @@
-"""The S3 reparameterization of one weight tensor (DESIGN §2).
+"""S3, the sign-sparse-shift reparameterization (Li et al., NeurIPS 2021), for one weight tensor.
 
 W = sgn(Ws) * step(Wz) * 2**e, with the exponent chain
 e_1 = step(S_1), e_k = (e_{k-1} + 1) * step(S_k), e = e_K (e = 0 when K = 0),
 so n bits give K = 2**(n-1) - 2 shift latents and W in {0, ±1, ..., ±2**K}.
 The released reference code has only the 3-bit layer; the 2-, 4- and 5-bit forms generalise its chain.
+Gradients, inits and sources: docs/METHODS.md.
 """
 import dataclasses
 import math
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from s3jax.errors import ConfigError
 from s3jax.quant.binarizers import exact_exp2, ste_sign, ste_step
+from s3jax.quant.interface import KernelFans, Quantizer, kernel_fans, register_method
 
 SUPPORTED_BITS = (2, 3, 4, 5)
 INIT_SCHEMES = ("normal", "dense")
@@ -21,7 +25,7 @@ INIT_SCHEMES = ("normal", "dense")
 def num_shift_latents(bits: int) -> int:
   """K = 2**(bits-1) - 2: 0 (ternary), 2, 6 or 14 shift latents."""
   if bits not in SUPPORTED_BITS:
-    raise ValueError(f"S3 supports bits in {SUPPORTED_BITS}, got {bits!r}.")
+    raise ConfigError(f"bits={bits!r} is not supported by s3; use one of {SUPPORTED_BITS}.")
   return 2 ** (bits - 1) - 2
 
 
@@ -51,10 +55,7 @@ class S3Latent:
 
 def he_fan_out_std(shape) -> float:
   """sqrt(2 / fan_out), fan_out = kh*kw*C_out for an HWIO conv kernel and `out` for an (in, out) kernel."""
-  if len(shape) < 2:
-    raise ValueError(f"Expected a kernel of rank >= 2 (HWIO conv or (in, out) dense), got shape {shape}.")
-  fan_out = int(np.prod(shape[:-2], dtype=np.int64)) * shape[-1]
-  return math.sqrt(2.0 / fan_out)
+  return math.sqrt(2.0 / kernel_fans(shape).fan_out)
 
 
 def init_latent(key, shape, bits: int = 3, scheme: str = "normal", dtype=jnp.float32) -> S3Latent:
@@ -65,8 +66,11 @@ def init_latent(key, shape, bits: int = 3, scheme: str = "normal", dtype=jnp.flo
   """
   k = num_shift_latents(bits)
   if scheme not in INIT_SCHEMES:
-    raise ValueError(f"Unknown S3 init scheme {scheme!r}; use one of {INIT_SCHEMES}.")
-  std = he_fan_out_std(shape)
+    raise ConfigError(f"s3 init scheme {scheme!r} is unknown; use one of {INIT_SCHEMES}.")
+  return _draw_latent(key, shape, k, scheme, he_fan_out_std(shape), dtype)
+
+
+def _draw_latent(key, shape, k: int, scheme: str, std: float, dtype) -> S3Latent:
   draws = [std * jax.random.normal(sub, shape, dtype) for sub in jax.random.split(key, 2 + k)]
   sign, sparse, shift = draws[0], draws[1], draws[2:]
   if scheme == "dense":
@@ -83,15 +87,15 @@ def shift_exponent(shift) -> jax.Array | float:
   return e
 
 
-def materialize(latent: S3Latent) -> jax.Array:
-  """The discrete weight sgn(Ws) * step(Wz) * 2**e in the latent's dtype, with DESIGN §2's gradients."""
+def materialize_s3(latent: S3Latent) -> jax.Array:
+  """The discrete weight sgn(Ws) * step(Wz) * 2**e in the latent's dtype, with the gradients of docs/METHODS.md."""
   magnitude = ste_step(latent.sparse)
   if latent.shift:
     magnitude = magnitude * exact_exp2(shift_exponent(latent.shift))
   return ste_sign(latent.sign) * magnitude
 
 
-def to_codes(latent: S3Latent) -> jax.Array:
+def s3_codes(latent: S3Latent) -> jax.Array:
   """int8 level codes: 0 for 0, ±(k+1) for ±2**k."""
   sign = jnp.where(latent.sign >= 0, 1, -1)
   nonzero = latent.sparse > 0
@@ -102,11 +106,11 @@ def to_codes(latent: S3Latent) -> jax.Array:
 
 
 def from_codes(codes, bits: int, dtype=jnp.float32) -> S3Latent:
-  """Latents (±1 valued) whose materialized weight has the given level codes; inverse of `to_codes`."""
+  """S3 latents (±1 valued) whose materialized weight has the given level codes; inverse of `to_codes`."""
   k = num_shift_latents(bits)
   codes = jnp.asarray(codes)
   if not isinstance(codes, jax.core.Tracer) and codes.size and int(jnp.max(jnp.abs(codes))) > k + 1:
-    raise ValueError(f"Level codes for {bits} bits must lie in [-{k + 1}, {k + 1}].")
+    raise ConfigError(f"Level codes for {bits} bits must lie in [-{k + 1}, {k + 1}].")
   level = jnp.abs(codes).astype(jnp.int32)
   exponent = jnp.maximum(level - 1, 0)
 
@@ -123,3 +127,43 @@ def level_values(bits: int) -> np.ndarray:
   k = num_shift_latents(bits)
   powers = 2.0 ** np.arange(k + 1)
   return np.concatenate([-powers[::-1], [0.0], powers])
+
+
+@register_method
+@dataclasses.dataclass(frozen=True)
+class S3Quantizer(Quantizer):
+  """S3 at 2-5 bits: W = sgn(Ws) * step(Wz) * 2**e in {0, ±1, ..., ±2**K}, K = 2**(bits-1) - 2.
+
+  init_scheme: 'normal' (released code: every latent ~ N(0, He fan-out std), about half the weights 0)
+  or 'dense' (first public commit: every weight starts at ±1). The dense-weight penalty acts on Wz.
+  """
+  init_scheme: str = "normal"
+
+  method: ClassVar[str] = "s3"
+  latent_type: ClassVar[type] = S3Latent
+  supported_bits: ClassVar[tuple[int, ...]] = SUPPORTED_BITS
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.init_scheme not in INIT_SCHEMES:
+      raise ConfigError(f"s3 init={self.init_scheme!r} is unknown; use one of {INIT_SCHEMES}.")
+
+  def init_latent(self, key, shape, dtype, fans: KernelFans):
+    std = math.sqrt(2.0 / fans.fan_out)
+    return _draw_latent(key, shape, num_shift_latents(self.bits), self.init_scheme, std, dtype)
+
+  def materialize_latent(self, latent):
+    return materialize_s3(latent)
+
+  def latent_codes(self, latent):
+    return s3_codes(latent)
+
+  def magnitudes(self):
+    return 2.0 ** np.arange(num_shift_latents(self.bits) + 1)
+
+  def latent_roles(self, latent):
+    return S3Latent(sign="sign", sparse="sparse", shift=("shift",) * len(latent.shift))
+
+  @classmethod
+  def bits_of(cls, latent):
+    return latent.bits

@@ -1,0 +1,9 @@
+"""Errors whose message is one line that says what to change. The bottom layer: imports nothing."""
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message is one line saying what to change."""
+
+
+class DataError(ConfigError):
+  """Data that is missing or unprepared; the message says what to do."""

@@ -1,0 +1,237 @@
+"""One interface for every shift-network method (S3, DenseShift, DeepShift-Q, DeepShift-PS).
+
+A method is a frozen, hashable `Quantizer` (static under `jit`) made by `quantizer(method, bits, **options)`.
+It turns a kernel shape into a latent pytree (`init`), a latent into the discrete weight with the method's
+straight-through gradients (`materialize`), and a latent into one int8 code per weight (`codes`, inverted
+exactly by `decode`). Each method's latent type says which method it is, so a params tree that holds
+latents describes itself: `quantizer_of(latent)` recovers the quantizer (bit width and scale mode included).
+
+Codes: 0 is the weight 0; +-j is +-magnitudes()[j - 1] (magnitudes ascending). The method formulas are in
+docs/METHODS.md.
+
+Every method can carry a per-output-channel float scale (`scale="fixed"` or `"learned"`), kept outside the
+codes in a `Scaled` node; see `Scaled`.
+"""
+import abc
+import dataclasses
+import math
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from s3jax.errors import ConfigError
+
+SCALES = ("none", "fixed", "learned")
+LAYOUTS = ("auto", "conv", "dense")
+
+_METHODS: dict[str, type] = {}
+_BY_LATENT_TYPE: dict[type, type] = {}
+
+
+def register_method(cls):
+  """Class decorator: makes a Quantizer subclass reachable by `quantizer(cls.method, ...)`."""
+  _METHODS[cls.method] = cls
+  _BY_LATENT_TYPE[cls.latent_type] = cls
+  return cls
+
+
+def method_names() -> tuple[str, ...]:
+  return tuple(_METHODS)
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelFans:
+  """fan_in, fan_out and the trailing output-channel shape of a kernel (the scale's shape)."""
+  fan_in: int
+  fan_out: int
+  channels: tuple[int, ...]
+
+
+def kernel_fans(shape, layout: str = "auto", dense_in_axes: int = 1) -> KernelFans:
+  """Fans of a kernel. 'conv': a Flax conv kernel (spatial..., in, out); 'dense': the first
+  `dense_in_axes` axes are inputs, the rest outputs (DenseGeneral, e.g. attention's (768, 12, 64));
+  'auto': rank 2 is dense, higher ranks are conv."""
+  shape = tuple(int(d) for d in shape)
+  if len(shape) < 2:
+    raise ConfigError(f"only kernels of rank >= 2 can be quantized, got shape {shape}.")
+  if layout == "auto":
+    layout = "dense" if len(shape) == 2 else "conv"
+  if layout == "conv":
+    receptive = int(np.prod(shape[:-2], dtype=np.int64))
+    return KernelFans(receptive * shape[-2], receptive * shape[-1], shape[-1:])
+  if not 0 < dense_in_axes < len(shape):
+    raise ConfigError(f"dense_in_axes={dense_in_axes} does not split a kernel of shape {shape}.")
+  ins, outs = shape[:dense_in_axes], shape[dense_in_axes:]
+  return KernelFans(int(np.prod(ins)), int(np.prod(outs)), outs)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Scaled:
+  """A latent with a float per-layer or per-output-channel scale; the codes stay those of `latent`.
+
+  learned=False ('fixed'): `scale` is a scalar constant chosen at init so that the initial weights have the
+  variance of Flax's default kernel init (lecun normal, 1/fan_in). It gets no gradient, and the optimizer
+  leaves it out of weight decay, so it never changes.
+  learned=True: `scale` is the log of a per-output-channel scale, trained with the rest. Log space keeps
+  the scale positive and makes its steps relative to its size.
+  """
+  latent: Any
+  scale: jax.Array
+  learned: bool = dataclasses.field(metadata=dict(static=True), default=False)
+
+  def factor(self):
+    return jnp.exp(self.scale) if self.learned else jax.lax.stop_gradient(self.scale)
+
+
+LATENT_ROLES = ("sign", "sparse", "shift", "weight", "scale", "log_scale")
+
+
+@dataclasses.dataclass(frozen=True)
+class Quantizer(abc.ABC):
+  """A shift-network method at one bit width. Subclasses set `method`, `latent_type`, `supported_bits`."""
+  bits: int = 3
+  scale: str = "none"          # none | fixed | learned
+  layout: str = "auto"         # how to read fans and output channels from a kernel shape
+  dense_in_axes: int = 1       # for layout='dense': how many leading axes are inputs
+
+  method: ClassVar[str]
+  latent_type: ClassVar[type]
+  supported_bits: ClassVar[tuple[int, ...]]
+  has_zero: ClassVar[bool] = True
+
+  def __post_init__(self):
+    if self.bits not in self.supported_bits:
+      raise ConfigError(f"bits={self.bits!r} is not supported by {self.method}; use one of "
+                        f"{self.supported_bits}.")
+    if self.scale not in SCALES:
+      raise ConfigError(f"scale={self.scale!r} is unknown; use one of {SCALES}.")
+    if self.layout not in LAYOUTS:
+      raise ConfigError(f"layout={self.layout!r} is unknown; use one of {LAYOUTS}.")
+
+  # --- what each method defines -------------------------------------------------------------------
+  @abc.abstractmethod
+  def init_latent(self, key, shape, dtype, fans: KernelFans):
+    """Fresh latents for a kernel of `shape` (no scale)."""
+
+  @abc.abstractmethod
+  def materialize_latent(self, latent) -> jax.Array:
+    """The discrete weight with the method's straight-through gradients (no scale)."""
+
+  @abc.abstractmethod
+  def latent_codes(self, latent) -> jax.Array:
+    """int8 codes of the discrete weight (no scale)."""
+
+  @abc.abstractmethod
+  def magnitudes(self) -> np.ndarray:
+    """The non-zero weight magnitudes, ascending (float64)."""
+
+  @abc.abstractmethod
+  def latent_roles(self, latent):
+    """The latent's structure with each leaf replaced by its role name (one of LATENT_ROLES)."""
+
+  @classmethod
+  @abc.abstractmethod
+  def bits_of(cls, latent) -> int:
+    """The bit width a latent of this method was made for."""
+
+  def project_latent(self, latent):
+    """The method's constraint on the latents after each update (identity unless the method clamps)."""
+    return latent
+
+  # --- the interface, the same for every method ------------------------------------------------------
+  def init(self, key, shape, dtype=jnp.float32):
+    """Latents (a pytree) for a kernel of `shape`, wrapped in `Scaled` unless scale='none'."""
+    fans = kernel_fans(shape, self.layout, self.dense_in_axes)
+    latent = self.project_latent(self.init_latent(key, tuple(shape), dtype, fans))
+    if self.scale == "none":
+      return latent
+    weights = self.materialize_latent(latent)
+    rms = jnp.sqrt(jnp.mean(jnp.square(weights.astype(jnp.float32))))
+    fixed = (1.0 / math.sqrt(fans.fan_in)) / jnp.maximum(rms, 1e-12)
+    if self.scale == "fixed":
+      return Scaled(latent, fixed.astype(dtype), learned=False)
+    return Scaled(latent, jnp.full(fans.channels, jnp.log(fixed), dtype), learned=True)
+
+  def materialize(self, latent) -> jax.Array:
+    if isinstance(latent, Scaled):
+      return self.materialize_latent(latent.latent) * latent.factor().astype(latent.scale.dtype)
+    return self.materialize_latent(latent)
+
+  def codes(self, latent) -> jax.Array:
+    """One int8 code per weight: 0 is 0, +-j is +-magnitudes()[j-1]. A scale is not part of the codes."""
+    return self.latent_codes(latent.latent if isinstance(latent, Scaled) else latent)
+
+  def decode(self, codes, dtype=jnp.float32) -> jax.Array:
+    """The (unscaled) weights of `codes`, exactly."""
+    codes = jnp.asarray(codes)
+    table = jnp.asarray(np.concatenate([[0.0], self.magnitudes()]), dtype)
+    return jnp.sign(codes).astype(dtype) * table[jnp.abs(codes.astype(jnp.int32))]
+
+  def levels(self) -> np.ndarray:
+    """The sorted set of (unscaled) weight values."""
+    mags = self.magnitudes()
+    zero = [0.0] if self.has_zero else []
+    return np.concatenate([-mags[::-1], zero, mags])
+
+  def project(self, latent):
+    if isinstance(latent, Scaled):
+      return dataclasses.replace(latent, latent=self.project_latent(latent.latent))
+    return self.project_latent(latent)
+
+  def roles(self, latent):
+    if isinstance(latent, Scaled):
+      return Scaled(self.latent_roles(latent.latent), "log_scale" if latent.learned else "scale",
+                    latent.learned)
+    return self.latent_roles(latent)
+
+  def describe(self) -> str:
+    """A short label such as 's3 3b' or 'denseshift 3b learned-scale'."""
+    return f"{self.method} {self.bits}b" + ("" if self.scale == "none" else f" {self.scale}-scale")
+
+
+def quantizer(method: str, bits: int = 3, **options) -> Quantizer:
+  """The quantizer of `method` ('s3', 'denseshift', 'deepshift_q', 'deepshift_ps') at `bits`.
+
+  Options: scale ('none' | 'fixed' | 'learned'), layout ('auto' | 'conv' | 'dense'), dense_in_axes, and
+  the method's own (s3: init='normal' | 'dense').
+  """
+  if method not in _METHODS:
+    raise ConfigError(f"quant.method={method!r} is unknown; use one of {method_names()} (or 'float').")
+  cls = _METHODS[method]
+  fields = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(options) - fields)
+  if unknown:
+    raise ConfigError(f"{method} has no option {unknown[0]!r}; its options are "
+                      f"{sorted(fields - {'bits'})}.")
+  return cls(bits=bits, **options)
+
+
+def is_latent(x) -> bool:
+  return isinstance(x, Scaled) or type(x) in _BY_LATENT_TYPE
+
+
+def quantizer_of(latent) -> Quantizer:
+  """The quantizer a latent was made by (bits and scale mode; init options are not recorded)."""
+  if isinstance(latent, Scaled):
+    return dataclasses.replace(quantizer_of(latent.latent), scale="learned" if latent.learned else "fixed")
+  cls = _BY_LATENT_TYPE.get(type(latent))
+  if cls is None:
+    raise TypeError(f"{type(latent).__name__} is not a latent of any method in {method_names()}.")
+  return cls(bits=cls.bits_of(latent))
+
+
+def materialize(latent) -> jax.Array:
+  """The discrete weight of any method's latent, with that method's straight-through gradients."""
+  return quantizer_of(latent).materialize(latent)
+
+
+def to_codes(latent) -> jax.Array:
+  """int8 level codes of any method's latent (S3: 0 for 0, +-(k+1) for +-2**k)."""
+  return quantizer_of(latent).codes(latent)
+
+
+def project(latent):
+  return quantizer_of(latent).project(latent)
