@@ -1,4 +1,4 @@
-"""Dense penalty, optimizer chain and schedules against their definitions in DESIGN §2."""
+"""Dense penalty, optimizer chain, masks and schedules against their definitions (docs/METHODS.md)."""
 import math
 
 import chex
@@ -9,6 +9,7 @@ import numpy as np
 import optax
 import pytest
 
+import s3jax
 from helpers import apply_overrides
 from s3jax import dense_penalty, dense_weight_penalty, init_latent, make_optimizer, materialize
 from s3jax.optim import make_schedule
@@ -21,7 +22,8 @@ def optim_config(**overrides):
   c.total_steps = 0
   c.quant = ml_collections.ConfigDict({"dense_penalty": 1e-5})
   c.optim = ml_collections.ConfigDict(
-      {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "cosine_epoch", "warmup_epochs": 0})
+      {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "cosine_epoch", "warmup_epochs": 0,
+       "optimizer": "sgd", "latent_weight_decay": True})
   return apply_overrides(c, overrides)
 
 
@@ -128,3 +130,39 @@ def test_momentum_and_coupled_weight_decay_follow_pytorch_sgd():
     buf = 0.9 * buf + (np.array(g) + 0.01 * ref)
     ref = ref - 0.1 * buf
   np.testing.assert_allclose(p["w"], ref, rtol=1e-6)
+
+
+@pytest.mark.parametrize("latent_decay", [True, False])
+def test_weight_decay_skips_scales_and_optionally_latents(latent_decay):
+  """One plain-SGD step on zero gradients moves exactly the decayed leaves, by -lr * wd * p."""
+  from s3jax import quantizer
+  config = optim_config(**{"optim.schedule": "constant", "quant.dense_penalty": 0.0, "optim.momentum": 0.0,
+                           "optim.weight_decay": 0.5, "optim.latent_weight_decay": latent_decay})
+  keys = jax.random.split(jax.random.key(0), 3)
+  p = {"ps": {"kernel": quantizer("deepshift_ps", 3, scale="learned").init(keys[0], (3, 3, 4, 8))},
+       "s3": {"kernel": quantizer("s3", 3, scale="fixed").init(keys[1], (3, 3, 8, 8))},
+       "head": {"bias": jnp.ones((5,))}}
+  tx, _ = make_optimizer(config, p, steps_per_epoch=1)
+  zeros = jax.tree.map(jnp.zeros_like, p)
+  updates, _ = tx.update(zeros, tx.init(p), p)
+  roles = jax.tree.leaves(s3jax.quant.role_tree(p))
+  for role, u, x in zip(roles, jax.tree.leaves(updates), jax.tree.leaves(p)):
+    decayed = role == "float" or (latent_decay and role not in ("scale", "log_scale"))
+    np.testing.assert_allclose(u, -0.1 * 0.5 * x if decayed else 0 * x, rtol=1e-6, err_msg=role)
+  assert sorted(set(roles)) == ["float", "log_scale", "scale", "shift", "sign", "sparse"]
+
+
+def test_radam_option_runs_deepshift_recipe():
+  from s3jax import project_tree, quantizer
+  config = optim_config(**{"optim.optimizer": "radam", "optim.lr": 0.01, "optim.weight_decay": 0.0,
+                           "optim.schedule": "constant"})
+  p = {"k": quantizer("deepshift_ps", 3).init(jax.random.key(0), (3, 3, 4, 8))}
+  tx, _ = make_optimizer(config, p, steps_per_epoch=1)
+  state = tx.init(p)
+  g = jax.grad(lambda q: jnp.sum(s3jax.materialize(q["k"]) * 3.0))(p)
+  for _ in range(10):  # RAdam's first steps are momentum SGD; it still moves every latent
+    updates, state = tx.update(g, state, p)
+    p = project_tree(optax.apply_updates(p, updates))
+  assert float(p["k"].shift.max()) <= 0 and float(p["k"].shift.min()) >= -2
+  with pytest.raises(ValueError, match="optim.optimizer='adam' is unknown"):
+    make_optimizer(optim_config(**{"optim.optimizer": "adam"}), p, steps_per_epoch=1)

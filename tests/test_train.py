@@ -112,3 +112,36 @@ def test_cli_trains_and_reports_final_accuracy(tmp_path):
   assert out.returncode == 0, out.stderr[-2000:]
   assert "final eval/top1 = " in out.stdout
   assert [r["step"] for r in read_metrics(str(tmp_path)) if "eval/top1" in r] == [4]
+
+
+@pytest.mark.parametrize("method", ["denseshift", "deepshift_q", "deepshift_ps", "float"])
+def test_each_method_trains_checkpoints_and_resumes(tmp_path, method):
+  """S3 has its own test above; the other methods share the trainer, checkpoints and resume."""
+  config = tiny_digits(total_steps=6, checkpoint_every_steps=3, eval_every_steps=6, log_every_steps=3,
+                       **{"quant.method": method})
+  full, interrupted = str(tmp_path / "full"), str(tmp_path / "interrupted")
+  final = train_and_evaluate(config, full)
+  shutil.copytree(full, interrupted)
+  shutil.rmtree(os.path.join(interrupted, "checkpoints", "6"))
+  train_and_evaluate(config, interrupted)
+  (a, _), (b, _) = restore_checkpoint(full), restore_checkpoint(interrupted)
+  chex.assert_trees_all_equal(a, b)
+  shares = {k: v for k, v in final.items() if k.startswith("quant/share_")}
+  expected = {"denseshift": ["1", "2", "4", "8"], "deepshift_q": ["0", "0.125", "0.25", "0.5", "1"],
+              "deepshift_ps": ["0", "0.25", "0.5", "1"], "float": []}[method]
+  assert sorted(k.split("_")[-1] for k in shares) == sorted(expected)
+  if shares:
+    assert abs(sum(shares.values()) - 1) < 1e-6
+  # The latents kept their constraints through every update (DeepShift's clamps).
+  leaves = jax.tree_util.tree_flatten_with_path(a["params"])[0]
+  kinds = {jax.tree_util.keystr(p[-1:], simple=True) for p, _ in leaves
+           if "stage" in str(p[0]) and "conv" in str(p[1])}
+  if method == "deepshift_q":
+    w = np.concatenate([np.abs(x).ravel() for p, x in leaves if "weight" in str(p)])
+    assert w.size and (w == 0).sum() + ((w >= 0.125) & (w <= 1)).sum() == w.size
+  if method == "deepshift_ps":
+    shift = np.concatenate([x.ravel() for p, x in leaves
+                            if jax.tree_util.keystr(p[-1:], simple=True) == "shift"])
+    assert shift.size and shift.min() >= -2 and shift.max() <= 0
+  assert kinds == {"float": {"kernel"}, "denseshift": {"sign", "0", "1", "2"},
+                   "deepshift_q": {"weight"}, "deepshift_ps": {"shift", "sign"}}[method]

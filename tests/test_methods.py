@@ -1,0 +1,292 @@
+"""DenseShift, DeepShift-Q and DeepShift-PS, and the interface every method shares, against references
+written independently from docs/METHODS.md: numpy formulas and `stop_gradient` fake-quant forms."""
+import math
+import warnings
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from s3jax import quant
+from s3jax.quant import (DeepShiftPSLatent, DeepShiftQLatent, DenseShiftLatent, S3Latent, Scaled,
+                         materialize, quantizer, quantizer_of, to_codes)
+
+sg = jax.lax.stop_gradient
+METHOD_BITS = [("s3", b) for b in (2, 3, 4, 5)] + [("denseshift", b) for b in (2, 3, 4, 5)] + \
+              [("deepshift_q", b) for b in (2, 3, 4, 5, 6)] + [("deepshift_ps", b) for b in (2, 3, 4, 5, 6)]
+
+
+def expected_levels(method, bits):
+  """Each method's value set, written from its definition."""
+  if method == "s3":
+    mags = [2.0 ** k for k in range(2 ** (bits - 1) - 1)]
+    return sorted([-m for m in mags] + [0.0] + mags)
+  if method == "denseshift":
+    mags = [2.0 ** k for k in range(2 ** (bits - 1))]
+    return sorted([-m for m in mags] + mags)
+  smin = -(2 ** (bits - 1) - 1) if method == "deepshift_q" else -(2 ** (bits - 1) - 2)
+  mags = [2.0 ** p for p in range(smin, 1)]
+  return sorted([-m for m in mags] + [0.0] + mags)
+
+
+def random_latent(method, bits, key, shape=(20000,)):
+  """Latents spread wide enough that every level occurs."""
+  q = quantizer(method, bits)
+  keys = jax.random.split(key, 17)
+  # A per-weight offset shared by all links of a chain, so that long runs of positive links occur too.
+  offset = jax.random.uniform(keys[16], shape, minval=-2.0, maxval=4.0)
+  normal = lambda i: jax.random.normal(keys[i], shape) + (offset if i >= 1 else 0.0)
+  if method == "s3":
+    k = quant.num_shift_latents(bits)
+    return S3Latent(normal(0), normal(1), tuple(normal(2 + i) for i in range(k)))
+  if method == "denseshift":
+    return DenseShiftLatent(normal(0), tuple(normal(1 + i) for i in range(2 ** (bits - 1) - 1)))
+  if method == "deepshift_q":
+    # log-uniform magnitudes over the whole range, some exact zeros; then the method's clamp
+    w = jnp.sign(normal(0)) * jnp.exp2(jax.random.uniform(keys[1], shape, minval=q.smin - 1, maxval=0.6))
+    w = w.at[:7].set(0.0)
+    return q.project(DeepShiftQLatent(w, bits))
+  return q.project(DeepShiftPSLatent(jax.random.uniform(keys[0], shape, minval=q.smin - 1, maxval=0.6),
+                                     jax.random.uniform(keys[1], shape, minval=-1.6, maxval=1.6), bits))
+
+
+# --- references, in numpy ----------------------------------------------------------------------------
+
+def chain(steps):
+  e = np.zeros_like(steps[0]) if steps else 0.0
+  for t in steps:
+    e = (e + 1) * t
+  return e
+
+
+def chain_derivatives(steps):
+  """d e / d step_k, exact by multilinearity: e(step_k = 1) - e(step_k = 0)."""
+  ones, zeros = np.ones_like(steps[0]), np.zeros_like(steps[0])
+  return [chain(steps[:k] + [ones] + steps[k + 1:]) - chain(steps[:k] + [zeros] + steps[k + 1:])
+          for k in range(len(steps))]
+
+
+def reference(lat, g):
+  """(weight, latent gradients) for upstream gradient g, from the formulas."""
+  g = np.asarray(g, np.float64)
+  if isinstance(lat, DenseShiftLatent):
+    s = np.where(np.asarray(lat.sign) >= 0, 1.0, -1.0)
+    t = [(np.asarray(x) > 0).astype(np.float64) for x in lat.shift]
+    e = chain(t)
+    d_e = g * s / (2 * np.sqrt(e + 1))
+    return s * 2.0 ** e, DenseShiftLatent(g * np.sqrt(e + 1), tuple(d_e * d for d in chain_derivatives(t)))
+  if isinstance(lat, DeepShiftQLatent):
+    w = np.asarray(lat.weight, np.float64)
+    smin = -(2 ** (lat.bits - 1) - 1)
+    with np.errstate(divide="ignore"):
+      p = np.clip(np.round(np.log2(np.abs(w))), smin, 0)
+    return np.sign(w) * 2.0 ** p, DeepShiftQLatent(g, lat.bits)
+  if isinstance(lat, DeepShiftPSLatent):
+    w = 2.0 ** np.round(np.asarray(lat.shift, np.float64)) * np.sign(np.round(np.asarray(lat.sign)))
+    return w, DeepShiftPSLatent(g * w * math.log(2), g, lat.bits)
+  raise TypeError(lat)
+
+
+def fake_quant(lat):
+  """The same methods as x + stop_gradient(q(x) - x) forms with plain jnp ops (no custom_vjp)."""
+  ste = lambda x, q: x + sg(q - x)
+  if isinstance(lat, DenseShiftLatent):
+    s = ste(lat.sign, jnp.where(lat.sign >= 0, 1.0, -1.0))
+    e = 0.0
+    for x in lat.shift:
+      e = (e + 1) * ste(x, (x > 0).astype(x.dtype))
+    bw = s * jnp.sqrt(e + 1)
+    return bw + sg(s * jnp.exp2(e) - bw)
+  if isinstance(lat, DeepShiftQLatent):
+    w = lat.weight
+    smin = -(2 ** (lat.bits - 1) - 1)
+    return ste(w, jnp.sign(w) * jnp.exp2(jnp.clip(jnp.round(jnp.log2(jnp.abs(w))), smin, 0)))
+  raise TypeError(lat)
+
+
+@pytest.mark.parametrize("method,bits", METHOD_BITS)
+def test_value_set_codes_and_decode(method, bits):
+  q = quantizer(method, bits)
+  np.testing.assert_array_equal(q.levels(), expected_levels(method, bits))
+  lat = random_latent(method, bits, jax.random.key(bits))
+  w = materialize(lat)
+  # Every level occurs and nothing else does (DeepShift-Q's 0 only where the latent is exactly 0).
+  np.testing.assert_array_equal(np.unique(w), q.levels())
+  codes = to_codes(lat)
+  assert codes.dtype == jnp.int8
+  np.testing.assert_array_equal(q.decode(codes), w)
+  assert quantizer_of(lat) == q
+  assert int(jnp.max(jnp.abs(codes))) == len(q.magnitudes())
+
+
+@pytest.mark.parametrize("method,bits", [mb for mb in METHOD_BITS if mb[0] != "s3"])
+def test_values_and_gradients_match_the_numpy_reference(method, bits):
+  lat = random_latent(method, bits, jax.random.key(100 + bits))
+  g = jax.random.normal(jax.random.key(7), lat.sign.shape if hasattr(lat, "sign") else lat.weight.shape)
+  w_ref, grads_ref = reference(lat, g)
+  np.testing.assert_array_equal(materialize(lat), w_ref)
+  loss = lambda l: jnp.sum(materialize(l) * g)
+  grads = jax.grad(loss)(lat)
+  chex.assert_trees_all_close(grads, grads_ref, rtol=1e-5, atol=1e-6)
+  chex.assert_trees_all_close(jax.jit(jax.grad(loss))(lat), grads_ref, rtol=1e-5, atol=1e-6)
+  if method in ("denseshift", "deepshift_q"):
+    fq = jax.grad(lambda l: jnp.sum(fake_quant(l) * g))(lat)
+    chex.assert_trees_all_close(grads, fq, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fake_quant(lat), w_ref, rtol=1e-5)  # x + sg(q - x) itself rounds
+
+
+def test_denseshift_three_bit_gradients_in_the_released_form():
+  """At 3 bits the chain is e = ((step(t1) + 1) * step(t2) + 1) * step(t3), values {±1, ±2, ±4, ±8}."""
+  lat = random_latent("denseshift", 3, jax.random.key(3))
+  g = jax.random.normal(jax.random.key(8), lat.sign.shape)
+  t1, t2, t3 = [(x > 0).astype(jnp.float32) for x in lat.shift]
+  s = jnp.where(lat.sign >= 0, 1.0, -1.0)
+  e = ((t1 + 1) * t2 + 1) * t3
+  got = jax.grad(lambda l: jnp.sum(materialize(l) * g))(lat)
+  d_e = g * s / (2 * jnp.sqrt(e + 1))
+  np.testing.assert_allclose(got.sign, g * jnp.sqrt(e + 1), rtol=1e-6)
+  np.testing.assert_allclose(got.shift[2], d_e * ((t1 + 1) * t2 + 1), rtol=1e-6)
+  np.testing.assert_allclose(got.shift[1], d_e * (t1 + 1) * t3, rtol=1e-6)
+  np.testing.assert_allclose(got.shift[0], d_e * t2 * t3, rtol=1e-6, atol=1e-7)
+
+
+def test_forward_values_are_exact_despite_the_surrogate():
+  """sg(fw) + (bw - sg(bw)) keeps the forward value exact, where bw + sg(fw - bw) rounds."""
+  lat = random_latent("denseshift", 5, jax.random.key(5), shape=(20000,))
+  w = materialize(lat)
+  assert set(np.abs(np.asarray(w)).tolist()) <= {2.0 ** k for k in range(16)}
+
+
+def test_deepshift_projection_is_the_released_clamp():
+  q = quantizer("deepshift_q", 3)  # |W| in [1/8, 1]
+  w = jnp.array([0.0, 1e-4, -1e-4, 0.3, -0.7, 2.5, -9.0])
+  np.testing.assert_array_equal(q.project(DeepShiftQLatent(w, 3)).weight,
+                                np.float32([0.0, 0.125, -0.125, 0.3, -0.7, 1.0, -1.0]))
+  ps = quantizer("deepshift_ps", 3)  # P in [-2, 0]
+  lat = DeepShiftPSLatent(jnp.array([-7.0, -1.3, 0.4]), jnp.array([0.2, -0.9, 3.0]), 3)
+  projected = ps.project(lat)
+  np.testing.assert_array_equal(projected.shift, np.float32([-2.0, -1.3, 0.0]))
+  np.testing.assert_array_equal(projected.sign, lat.sign)  # S is not clamped
+  # At the clamp bound the gradient is the full g * W * ln2, not halved by a clip's tie rule.
+  at_bound = DeepShiftPSLatent(jnp.array([-2.0]), jnp.array([1.0]), 3)
+  grad = jax.grad(lambda l: jnp.sum(materialize(l)))(at_bound)
+  np.testing.assert_allclose(grad.shift, [0.25 * math.log(2)], rtol=1e-6)
+
+
+def test_inits_are_the_released_ones():
+  shape = (3, 3, 64, 64)
+  ds = quantizer("denseshift", 3).init(jax.random.key(0), shape)
+  for leaf in jax.tree.leaves(ds):
+    assert abs(float(jnp.std(leaf)) / 1e-3 - 1) < 0.02 and abs(float(jnp.mean(leaf))) < 2e-5
+  bound = 1 / math.sqrt(3 * 3 * 64)  # U(-b, b), b = 1/24
+  dq = np.asarray(quantizer("deepshift_q", 6).init(jax.random.key(1), shape).weight)
+  assert np.abs(dq).max() <= bound and abs(np.mean(dq ** 2) / (bound ** 2 / 3) - 1) < 0.03
+  # At 3 bits the clamp to [2**-3, 1] lifts every one of these to ±1/8.
+  dq3 = np.asarray(quantizer("deepshift_q", 3).init(jax.random.key(1), shape).weight)
+  np.testing.assert_array_equal(np.abs(dq3), 0.125)
+  assert abs(np.mean(dq3 > 0) - 0.5) < 0.02
+  ps = quantizer("deepshift_ps", 3).init(jax.random.key(2), shape)
+  assert float(ps.shift.min()) == -2.0 and float(ps.shift.max()) <= -1.0  # U(-10, -1) clamped to [-2, 0]
+  # 1/9 of U(-10, -1) lies above -2.
+  assert abs(np.mean(np.asarray(ps.shift) > -2.0) - 1 / 9) < 0.01
+  assert float(ps.sign.min()) >= -1 and float(ps.sign.max()) <= 1
+  dense = quantizer("deepshift_ps", 4).init(jax.random.key(3), (256, 128))
+  assert float(dense.shift.min()) >= -6 and float(dense.shift.max()) <= 0  # U(smin, 0)
+  assert abs(float(dense.shift.mean()) + 3) < 0.05
+
+
+@pytest.mark.parametrize("method", quant.method_names())
+def test_fixed_scale_gives_the_usual_init_variance_and_never_learns(method):
+  shape = (3, 3, 16, 32)
+  q = quantizer(method, 3, scale="fixed")
+  lat = q.init(jax.random.key(0), shape)
+  assert isinstance(lat, Scaled) and lat.scale.shape == () and quantizer_of(lat) == q
+  w = materialize(lat)
+  np.testing.assert_allclose(float(jnp.mean(w ** 2)), 1 / (3 * 3 * 16), rtol=1e-4)  # lecun normal
+  np.testing.assert_array_equal(to_codes(lat), to_codes(lat.latent))  # the scale is not in the codes
+  np.testing.assert_array_equal(w, materialize(lat.latent) * lat.scale)
+  grads = jax.grad(lambda l: jnp.sum(materialize(l) ** 2))(lat)
+  assert float(grads.scale) == 0.0
+
+
+@pytest.mark.parametrize("method", quant.method_names())
+def test_learned_scale_is_per_output_channel_in_log_space(method):
+  q = quantizer(method, 3, scale="learned")
+  lat = q.init(jax.random.key(0), (3, 3, 16, 32))
+  assert lat.scale.shape == (32,)
+  fixed = quantizer(method, 3, scale="fixed").init(jax.random.key(0), (3, 3, 16, 32))
+  np.testing.assert_allclose(jnp.exp(lat.scale), jnp.full((32,), fixed.scale), rtol=1e-5)
+  g = jax.random.normal(jax.random.key(1), (3, 3, 16, 32))
+  grads = jax.grad(lambda l: jnp.sum(materialize(l) * g))(lat)
+  unscaled = np.asarray(materialize(lat.latent), np.float64)
+  expected = np.sum(np.asarray(g) * unscaled, axis=(0, 1, 2)) * np.exp(np.asarray(lat.scale))
+  np.testing.assert_allclose(grads.scale, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_dense_general_kernels_take_their_fans_from_the_rule():
+  shape = (768, 12, 64)  # attention's query kernel: 768 inputs, 12 x 64 outputs
+  as_conv = quantizer("s3", 3).init(jax.random.key(0), shape)
+  as_dense = quantizer("s3", 3, layout="dense").init(jax.random.key(0), shape)
+  assert abs(float(jnp.std(as_dense.sign)) / math.sqrt(2 / 768) - 1) < 0.02
+  assert abs(float(jnp.std(as_conv.sign)) / math.sqrt(2 / (768 * 64)) - 1) < 0.02
+  out_proj = quantizer("s3", 3, layout="dense", dense_in_axes=2, scale="learned").init(
+      jax.random.key(1), (12, 64, 768))
+  assert out_proj.scale.shape == (768,)
+  assert quant.kernel_fans((12, 64, 768), "dense", 2) == quant.KernelFans(768, 768, (768,))
+
+
+def test_bfloat16_kernels_get_float32_latents_with_a_warning():
+  params = {"dense": {"kernel": jnp.ones((8, 4), jnp.bfloat16)}}
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    tree = quant.to_latents(params, [r"dense/kernel"], key=jax.random.key(0))
+  assert any("float32" in str(w.message) for w in caught)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(tree))
+
+
+def test_rules_mix_methods_and_masks_follow_roles():
+  params = {"a": {"kernel": jnp.ones((3, 3, 4, 8))}, "b": {"kernel": jnp.ones((3, 3, 8, 8))},
+            "c": {"kernel": jnp.ones((8, 10)), "bias": jnp.zeros(10)}}
+  rules = [(r"a/kernel", quantizer("denseshift", 2)), (r"b/kernel", "deepshift_ps"),
+           (r"c/kernel", quantizer("deepshift_q", 4, scale="learned"))]
+  tree = quant.to_latents(params, rules, key=jax.random.key(0), bits=3)
+  assert quantizer_of(tree["a"]["kernel"]) == quantizer("denseshift", 2)
+  assert quantizer_of(tree["b"]["kernel"]) == quantizer("deepshift_ps", 3)  # the call's bits
+  assert quantizer_of(tree["c"]["kernel"]) == quantizer("deepshift_q", 4, scale="learned")
+  roles = quant.role_tree(tree)
+  assert roles["c"]["bias"] == "float" and roles["c"]["kernel"].scale == "log_scale"
+  assert roles["b"]["kernel"] == DeepShiftPSLatent("shift", "sign", 3)
+  assert not any(jax.tree.leaves(quant.sparse_mask(tree)))  # no S3 here: no dense penalty
+  weights = quant.materialize_tree(tree)
+  chex.assert_trees_all_equal_shapes_and_dtypes(weights, params)
+  assert set(np.unique(weights["a"]["kernel"]).tolist()) <= {-2.0, -1.0, 1.0, 2.0}
+
+
+def test_weight_statistics_name_each_methods_own_levels():
+  params = {"a": {"kernel": jnp.ones((3, 3, 8, 16))}, "b": {"kernel": jnp.ones((3, 3, 16, 16))}}
+  tree = quant.to_latents(params, [(r"a/kernel", "denseshift"), (r"b/kernel", "deepshift_ps")],
+                          key=jax.random.key(0), bits=3)
+  stats = jax.jit(quant.weight_statistics)(tree)
+  names = sorted(stats, key=lambda n: float(n.split("_")[-1]))
+  assert names == ["quant/share_0", "quant/share_0.25", "quant/share_0.5", "quant/share_1",
+                   "quant/share_2", "quant/share_4", "quant/share_8"]
+  codes = np.concatenate([np.abs(np.asarray(to_codes(tree[k]["kernel"]))).ravel() for k in "ab"])
+  weights = np.concatenate([np.abs(np.asarray(materialize(tree[k]["kernel"]))).ravel() for k in "ab"])
+  for name, share in stats.items():
+    value = float(name.split("_")[-1])
+    np.testing.assert_allclose(share, np.mean(weights == value), rtol=1e-6)
+  assert len(codes) == weights.size
+  assert quant.value_name(2.0 ** -9) == "2^-9" and quant.value_name(0.015625) == "0.015625"
+
+
+def test_unknown_method_and_option_are_one_line_errors():
+  with pytest.raises(quant.interface.ConfigError, match="quant.method='shift' is unknown"):
+    quantizer("shift", 3)
+  with pytest.raises(ValueError, match="denseshift has no option 'init_scheme'"):
+    quantizer("denseshift", 3, init_scheme="dense")
+  with pytest.raises(ValueError, match="bits=6 is not supported by denseshift"):
+    quantizer("denseshift", 6)
+  with pytest.raises(ValueError, match="scale='big' is unknown"):
+    quantizer("s3", 3, scale="big")
