@@ -23,3 +23,17 @@ def test_readme_api_example_runs_as_printed():
   values = {float(v) for v in lines[1].strip("[]").split()}
   assert values <= {-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0} and len(values) >= 3
   assert lines[2] == "int8"
+
+
+def test_readme_denseshift_example_runs_as_printed():
+  text = open(os.path.join(REPO, "README.md")).read()
+  match = re.search(r"<!-- readme-denseshift-example -->\n```python\n(.*?)```", text, re.S)
+  assert match, "README lost its DenseShift example marker"
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    exec(compile(match.group(1), "README.md", "exec"), {})
+  printed = out.getvalue().splitlines()
+  # Each line prints what its comment in the README says.
+  expected = [line.split("# ", 1)[1].split(":")[0] for line in match.group(1).splitlines()
+              if line.startswith("print(")]
+  assert printed == expected
