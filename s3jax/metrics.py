@@ -53,6 +53,25 @@ class MetricWriter:
           self._tf.summary.scalar(name, value)
     self._tb.flush()
 
+  def write_tensorboard(self, step: int, metrics: dict):
+    """Scalars for TensorBoard only (per-layer detail that would bloat metrics.jsonl)."""
+    if not self.enabled or not metrics:
+      return
+    with self._tb.as_default(step=int(step)):
+      for name, value in metrics.items():
+        self._tf.summary.scalar(name, value)
+    self._tb.flush()
+
+  def last_record_with(self, key: str, step: int) -> dict | None:
+    """The metrics (without 'step') of the record at `step` holding `key`, if this process logged it."""
+    if not self.enabled:
+      return None
+    for line in reversed(self._lines()):
+      record = json.loads(line)
+      if record["step"] == step and key in record:
+        return {k: v for k, v in record.items() if k != "step"}
+    return None
+
   def close(self):
     if self._tb is not None:
       self._tb.close()

@@ -15,6 +15,8 @@ class TrainState:
   params: Any          # latents (S3Latent, ...) for quantized kernels, arrays elsewhere
   batch_stats: Any
   opt_state: Any
+  signs: Any = ()      # int8 signs of the tracked weights at the last eval (weight dynamics)
+  signs_step: Any = 0  # the step those signs were taken at
 
 
 def cross_entropy_loss(logits, labels):

@@ -65,8 +65,9 @@ def create_train_state(config, model, image_shape, steps_per_epoch: int, mesh):
 
   def init_state(key):
     params, batch_stats = init(key)
+    signs = quant.tracked_signs(quant.tracked_weights(params, config.quant.rules))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                      opt_state=tx.init(params))
+                      opt_state=tx.init(params), signs=signs, signs_step=jnp.zeros((), jnp.int32))
 
   state = jax.jit(init_state, out_shardings=sharding.replicated(mesh))(key)
   return state, tx, schedule
@@ -79,24 +80,53 @@ def jit_train_step(model, tx, schedule, mesh):
                  out_shardings=(replicated, replicated), donate_argnums=0)
 
 
-# Jitted once at import, so every eval reuses the compiled computation.
-_weight_statistics = jax.jit(quant.weight_statistics)
+def make_weight_statistics(rules, mesh):
+  """One jitted function (params, previous signs) -> (statistics, per-layer dynamics, new signs).
+
+  Statistics: level shares and S3's dense penalty, and the dynamics over the weights `rules` track.
+  """
+
+  def statistics(params, previous_signs):
+    totals, per_layer, signs = quant.weight_dynamics(quant.tracked_weights(params, rules), previous_signs)
+    return {**quant.weight_statistics(params), **totals}, per_layer, signs
+
+  return jax.jit(statistics, out_shardings=sharding.replicated(mesh))
 
 
-def weight_statistics(params) -> dict:
-  """Share of quantized weights at each magnitude level (quant/share_<value>), and S3's dense penalty."""
-  return {k: float(v) for k, v in jax.device_get(_weight_statistics(params)).items()}
-
-
-def evaluate(eval_step, state, dataset, mesh) -> dict:
-  """Top-1, top-5 and loss over the whole eval split, plus the weight statistics of the state."""
+def evaluate(eval_step, weight_statistics, state, dataset, mesh):
+  """(metrics, per-layer metrics, state): top-1, top-5 and loss over the whole eval split, the weight
+  statistics and dynamics since the previous eval; the state keeps this eval's signs for the next."""
   totals = None
   for batch in dataset.eval_batches():
     sums = eval_step(state, sharding.global_batch(batch, mesh))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = jax.device_get(totals)
+  stats, per_layer, signs = weight_statistics(state.params, state.signs)
+  totals, stats, per_layer = jax.device_get((totals, stats, per_layer))
   count = float(totals.pop("count"))
-  return {**{f"eval/{k}": float(v) / count for k, v in totals.items()}, **weight_statistics(state.params)}
+  metrics = {**{f"eval/{k}": float(v) / count for k, v in totals.items()},
+             **{k: float(v) for k, v in stats.items()}}
+  step = int(state.step)
+  interval = step - int(state.signs_step)
+  if "dynamics/sign_flip_rate" in metrics and interval > 0:
+    # Per 1,000 steps, so that runs with different eval intervals compare.
+    metrics["dynamics/sign_flip_rate_per_1k_steps"] = metrics["dynamics/sign_flip_rate"] * 1000 / interval
+  # A new buffer, not state.step itself: the donated train state must not hold one buffer twice.
+  signs_step = jax.device_put(np.int32(step), sharding.replicated(mesh))
+  state = state.replace(signs=signs, signs_step=signs_step)
+  return metrics, {k: float(v) for k, v in per_layer.items()}, state
+
+
+def format_eval(step: int, metrics: dict) -> str:
+  """'eval at step N: top1 0.9800  loss 0.0554 | sign flips 1.20% (3.1%/1k steps)  low-value 45.1% | {...}'."""
+  head = f"eval at step {step}: top1 {metrics['eval/top1']:.4f}  loss {metrics['eval/loss']:.4f}"
+  if "dynamics/sign_flip_rate" in metrics:
+    head += f" | sign flips {100 * metrics['dynamics/sign_flip_rate']:.2f}%"
+    if "dynamics/sign_flip_rate_per_1k_steps" in metrics:
+      head += f" ({100 * metrics['dynamics/sign_flip_rate_per_1k_steps']:.2f}%/1k steps)"
+    head += f"  low-value {100 * metrics['dynamics/low_value_rate']:.1f}%"
+  rest = {k: round(v, 4) for k, v in metrics.items() if k not in ("eval/top1", "eval/loss")
+          and not k.startswith("dynamics/")}
+  return f"{head} | {json.dumps(rest)}"
 
 
 class PreemptionWatch:
@@ -204,6 +234,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   writer.truncate_after(start_step)
 
   train_step = jit_train_step(model, tx, schedule, mesh)
+  weight_statistics = make_weight_statistics(config.quant.rules, mesh)
   eval_step = jax.jit(make_eval_step(model), in_shardings=(sharding.replicated(mesh),
                                                            sharding.batch_sharding(mesh)),
                       out_shardings=sharding.replicated(mesh))
@@ -234,10 +265,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
                        train_metrics["train/lr"], rate, _format_duration((total_steps - step) / rate))
 
         if step % eval_every == 0 or step == total_steps:
-          eval_metrics = evaluate(eval_step, state, dataset, mesh)
+          eval_metrics, layer_metrics, state = evaluate(eval_step, weight_statistics, state, dataset, mesh)
           writer.write(step, eval_metrics)
-          logging.info("eval at step %d: %s", step,
-                       json.dumps({k: round(v, 4) for k, v in eval_metrics.items()}))
+          writer.write_tensorboard(step, layer_metrics)
+          logging.info(format_eval(step, eval_metrics))
 
         preempted = preemption.reached(step)
         if preempted or step % config.checkpoint_every_steps == 0 or step == total_steps:
@@ -248,7 +279,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
       nonfinite.flush()
       if not eval_metrics:  # the workdir already held a finished run: report its final metrics
         logging.info("Nothing to train: the checkpoint is at step %d of %d.", start_step, total_steps)
-        eval_metrics = evaluate(eval_step, state, dataset, mesh)
+        eval_metrics = writer.last_record_with("eval/top1", start_step)
+        if eval_metrics is None:  # not logged here (another host's disk): evaluate again
+          eval_metrics = evaluate(eval_step, weight_statistics, state, dataset, mesh)[0]
   finally:
     preemption.close()
     store.close()

@@ -14,3 +14,4 @@ from s3jax.quant.tree import (DEFAULT_RESNET_RULES, latents_with_paths, material
                               to_latents)
 from s3jax.quant.penalty import dense_penalty, dense_weight_penalty
 from s3jax.quant.stats import level_counts, magnitude_levels, value_name, weight_statistics
+from s3jax.quant.dynamics import tracked_signs, tracked_weights, weight_dynamics

@@ -69,6 +69,7 @@ class DeepShiftQQuantizer(Quantizer):
   method: ClassVar[str] = "deepshift_q"
   latent_type: ClassVar[type] = DeepShiftQLatent
   supported_bits: ClassVar[tuple[int, ...]] = SUPPORTED_BITS
+  lowest_code: ClassVar[int] = 1  # ±2**smin, and the rare exact zeros
 
   @property
   def smin(self) -> int:

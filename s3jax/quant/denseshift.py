@@ -49,6 +49,7 @@ class DenseShiftQuantizer(Quantizer):
   latent_type: ClassVar[type] = DenseShiftLatent
   supported_bits: ClassVar[tuple[int, ...]] = SUPPORTED_BITS
   has_zero: ClassVar[bool] = False
+  lowest_code: ClassVar[int] = 1  # ±1
 
   def init_latent(self, key, shape, dtype, fans: KernelFans):
     del fans  # the released init ignores the layer's size

@@ -101,6 +101,7 @@ class Quantizer(abc.ABC):
   latent_type: ClassVar[type]
   supported_bits: ClassVar[tuple[int, ...]]
   has_zero: ClassVar[bool] = True
+  lowest_code: ClassVar[int] = 0  # |code| <= this is the lowest magnitude level (the low-value rate)
 
   def __post_init__(self):
     if self.bits not in self.supported_bits:
