@@ -32,14 +32,6 @@ class Preempted(Exception):
     self.step = step
 
 
-def quantizer_from_config(config) -> quant.Quantizer | None:
-  """The quantizer named by `config.quant` (None for method='float'); raises ConfigError."""
-  if config.quant.method == "float":
-    return None
-  options = {"init_scheme": config.quant.init} if config.quant.method == "s3" else {}
-  return quant.quantizer(config.quant.method, config.quant.bits, scale=config.quant.scale, **options)
-
-
 def quant_identity(config) -> dict:
   """What a checkpoint records of the method, so that another method or bit width cannot resume it."""
   if config.quant.method == "float":
@@ -49,7 +41,7 @@ def quant_identity(config) -> dict:
 
 def create_train_state(config, model, image_shape, steps_per_epoch: int, mesh):
   """The initial state, replicated over `mesh`, and the optimizer's (tx, schedule)."""
-  quantizer = quantizer_from_config(config)
+  quantizer = quant.quantizer_from_config(config.quant)
 
   def init(key):
     model_key, latent_key = jax.random.split(key)
@@ -208,7 +200,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   a checkpoint was saved).
   """
   validate_config(config, jax.device_count())
-  quantizer = quantizer_from_config(config)
+  quantizer = quant.quantizer_from_config(config.quant)
   mesh = sharding.make_data_mesh()
   is_writer = jax.process_index() == 0
   if is_writer:

@@ -210,6 +210,14 @@ def quantizer(method: str, bits: int = 3, **options) -> Quantizer:
   return cls(bits=bits, **options)
 
 
+def quantizer_from_config(quant_config) -> Quantizer | None:
+  """The quantizer a trainer config's `quant` section names (method, bits, scale, init); None for 'float'."""
+  if quant_config.method == "float":
+    return None
+  options = {"init_scheme": quant_config.init} if quant_config.method == "s3" else {}
+  return quantizer(quant_config.method, quant_config.bits, scale=quant_config.scale, **options)
+
+
 def is_latent(x) -> bool:
   return isinstance(x, Scaled) or type(x) in _BY_LATENT_TYPE
 

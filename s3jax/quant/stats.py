@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from s3jax.quant.interface import quantizer_of
+from s3jax.quant.interface import Scaled, is_latent, quantizer_of
 from s3jax.quant.penalty import dense_penalty
 from s3jax.quant.tree import latents_with_paths, sparse_mask
 
@@ -58,3 +58,23 @@ def weight_statistics(tree) -> dict:
   if any(jax.tree.leaves(sparse_mask(tree))):
     stats["quant/dense_penalty"] = dense_penalty(tree)
   return stats
+
+
+def storage_bits(tree) -> dict:
+  """Bits to store `tree` for inference: each quantized weight at its method's bit width (plus its float32
+  scales), every other leaf at its dtype. Works on arrays or ShapeDtypeStructs.
+
+  Returns {'quantized_weights', 'quantized_bits', 'float_params', 'float_bits'}.
+  """
+  counts = {"quantized_weights": 0, "quantized_bits": 0, "float_params": 0, "float_bits": 0}
+  for x in jax.tree.leaves(tree, is_leaf=is_latent):
+    if is_latent(x):
+      weights = int(np.prod(jax.tree.leaves(x)[0].shape))
+      scales = int(np.prod(x.scale.shape)) if isinstance(x, Scaled) else 0
+      counts["quantized_weights"] += weights
+      counts["quantized_bits"] += weights * quantizer_of(x).bits + 32 * scales
+    else:
+      size = int(np.prod(x.shape))
+      counts["float_params"] += size
+      counts["float_bits"] += size * jnp.dtype(x.dtype).itemsize * 8
+  return counts
