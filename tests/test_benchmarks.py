@@ -61,3 +61,16 @@ def test_communication_and_input_scripts_run():
   out = run_script("benchmarks/input_pipeline.py", "--images=16", "--batch=8", "--batches=2",
                    "--image_size=64")
   assert out["images_per_s"] > 0
+
+
+def test_eval_cost_and_scale_study_scripts_run():
+  out = run_script("benchmarks/eval_cost.py", "--config=digits", "--repeats=1")
+  assert out["with_s"] > 0 and out["without_s"] > 0
+  out = run_script("benchmarks/scale_study.py", "--quick")
+  rows = {(r["method"], r["scale"]): r for r in out["runs"]}
+  assert set(rows) == {("float", "-"), ("s3", "none"), ("s3", "fixed"), ("s3", "learned")}
+  # Without a scale the first logits of the normalisation-free CNN explode; a fixed scale keeps them
+  # at the float model's size.
+  assert rows[("s3", "none")]["first_logit_std"] > 100 * rows[("float", "-")]["first_logit_std"]
+  ratio = rows[("s3", "fixed")]["first_logit_std"] / rows[("float", "-")]["first_logit_std"]
+  assert 0.3 < ratio < 3

@@ -1,0 +1,79 @@
+r"""What the weight dynamics add to an eval: the trainer's eval with and without them, side by side.
+
+  python benchmarks/eval_cost.py                          # the MNIST demo (configs/mnist.py), 3-bit S3
+  python benchmarks/eval_cost.py --method=float --repeats=5
+
+Both variants run the whole eval split through the trainer's jitted eval step and compute the level shares;
+"with" also computes the sign-flip and low-value rates against the previous signs (the trainer's own
+`make_weight_statistics`). Interleaved, medians after one warm-up each. Ends with one JSON line.
+"""
+import argparse
+import importlib.util
+import json
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+
+from s3jax import input_pipeline, quant, sharding
+from s3jax.models import create_model
+from s3jax.steps import make_eval_step
+from s3jax.train import create_train_state, make_weight_statistics
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(name: str):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--config", default="mnist")
+  parser.add_argument("--method", default="s3")
+  parser.add_argument("--repeats", type=int, default=7)
+  args = parser.parse_args(argv)
+  config = load_config(args.config)
+  config.quant.method = args.method
+  mesh = sharding.make_data_mesh()
+  dataset = input_pipeline.create_dataset(config)
+  model = create_model(config.model, dataset.num_classes)
+  state, _, _ = create_train_state(config, model, dataset.image_shape, dataset.steps_per_epoch, mesh)
+  replicated = sharding.replicated(mesh)
+  eval_step = jax.jit(make_eval_step(model), in_shardings=(replicated, sharding.batch_sharding(mesh)),
+                      out_shardings=replicated)
+  with_dynamics = make_weight_statistics(config.quant.rules, mesh)
+  levels_only = jax.jit(quant.weight_statistics, out_shardings=replicated)
+  batches = [sharding.global_batch(b, mesh) for b in dataset.eval_batches()]
+
+  def evaluate(dynamics: bool) -> float:
+    start = time.perf_counter()
+    totals = None
+    for batch in batches:
+      sums = eval_step(state, batch)
+      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    stats = with_dynamics(state.params, state.signs) if dynamics else levels_only(state.params)
+    jax.device_get((totals, stats))
+    return time.perf_counter() - start
+
+  times = {True: [], False: []}
+  with jax.set_mesh(mesh):
+    evaluate(True), evaluate(False)  # compile
+    for _ in range(args.repeats):
+      for dynamics in (False, True):
+        times[dynamics].append(evaluate(dynamics))
+  without, with_ = statistics.median(times[False]), statistics.median(times[True])
+  print(f"eval of {dataset.num_test} images, {config.model} {args.method}, {jax.device_count()} "
+        f"device(s): without dynamics {1e3 * without:.1f} ms, with {1e3 * with_:.1f} ms "
+        f"(median of {args.repeats}), ratio {with_ / without:.3f}")
+  print(json.dumps({"config": args.config, "method": args.method, "without_s": without, "with_s": with_,
+                    "ratio": with_ / without, "repeats": args.repeats}))
+
+
+if __name__ == "__main__":
+  main()
