@@ -33,13 +33,15 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_quiet_library_info)
   # Imported after flag parsing, so --help stays fast.
+  from s3jax.cli import config_value
   from s3jax.errors import ConfigError
   from s3jax.sharding import initialize_distributed
   from s3jax.train import Preempted, TrainingStopped, train_and_evaluate
 
+  config = config_value(_CONFIG)
   initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:
-    metrics = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    metrics = train_and_evaluate(config, _WORKDIR.value)
   except (ConfigError, TrainingStopped) as err:
     raise SystemExit(f"error: {err}") from None
   except Preempted as notice:
@@ -50,4 +52,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  from s3jax.cli import parse_flags
+  app.run(main, flags_parser=parse_flags)

@@ -65,3 +65,18 @@ def test_resuming_a_checkpoint_of_another_model_method_or_bit_width(tmp_path):
     result = run_cli("digits", tmp_path, "total_steps=4", "batch_size=16", f"quant.method={method}",
                      devices=1)
     assert_one_line_error(result, f"not method={method}")
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("nosuch=1", "the config has no key nosuch"),
+    ("quant.nosuch=1", "the config has no key nosuch"),
+    ("batch_size=abc", "flag --config.batch_size=abc"),
+    ("batch_size=5000", "batch_size=5000 exceeds the 1437 training examples of digits"),
+    ("quant.rules=('nomatch/kernel',)", "rule(s) ['nomatch/kernel'] matched no parameter path"),
+])
+def test_bad_flags_and_rules_are_one_line_errors(tmp_path, override, expected):
+  assert_one_line_error(run_cli("digits", tmp_path, override, devices=1), expected)
+
+
+def test_missing_config_file(tmp_path):
+  assert_one_line_error(run_cli("no_such_config", tmp_path), "No such file or directory")
