@@ -1,10 +1,18 @@
 """Orbax checkpoints of the train state: periodic and preemption-aware saves, sharded restore.
 
-Orbax writes each step to a temporary directory and renames it only when complete, so a save cut short
-(kill -9, a lost host) is never listed as a checkpoint. A listed checkpoint that cannot be read
-(truncated or corrupted files) is moved aside to `<workdir>/checkpoints_unreadable/` and the previous
-step is restored instead, with a warning: nothing is deleted.
+Nothing a user trained is ever deleted or moved for a reason other than unreadable files:
+- Orbax writes each step to a temporary directory and renames it only when complete, so a save cut short
+  (kill -9, a lost host, a full disk) is never listed as a checkpoint. Such leftovers are removed on the
+  next start; they hold no usable state.
+- A checkpoint whose structure does not fit the current config (another model, method, bit width or
+  optimizer) is refused with a one-line error before anything is restored; nothing is moved.
+- A listed checkpoint that cannot be read (truncated or corrupted files) is moved aside to
+  `<workdir>/checkpoints_unreadable/` and the previous step is restored instead, with a warning.
+- A save that fails (no space left, say) stops the run with one line at that save or the next step; the
+  last good checkpoint stays.
 """
+import re
+import shutil
 import time
 
 import jax
@@ -13,13 +21,33 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from s3jax.errors import ConfigError
+from s3jax.errors import CheckpointSaveError, ConfigError
 from s3jax.quant.tree import path_name
+
+_TEMPORARY_SUFFIX = ".orbax-checkpoint-tmp"
+_ITEM = "default"
 
 
 def _shapes(tree) -> dict:
   leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
   return {path_name(p): tuple(x.shape) for p, x in leaves}
+
+
+def _describe(value) -> str:
+  if isinstance(value, dict):
+    return " ".join(f"{k}={v}" for k, v in value.items())
+  return str(value)
+
+
+def _save_failure_reason(err: Exception) -> str:
+  """'no space left on device writing <path>' from Orbax's (often nested, multi-line) error text."""
+  text = " ".join(str(err).split())
+  reason = next((r for r in ("No space left on device", "File too large", "Permission denied",
+                             "Read-only file system", "Disk quota exceeded") if r in text), None)
+  path = re.search(r'(/[^"\s]*' + re.escape(_TEMPORARY_SUFFIX) + r'[^"\s]*)', text)
+  if reason is None:
+    return f"{type(err).__name__}: {text[:200]}"
+  return f"{reason.lower()}" + (f" writing {path.group(1).rstrip(':')}" if path else "")
 
 
 class CheckpointStore:
@@ -33,12 +61,28 @@ class CheckpointStore:
     self.directory = epath.Path(directory).absolute()
     self._max_to_keep = max_to_keep
     self._identity = identity or {}
+    self._saving_step = None
+    self._failed = False
+    self._remove_unfinished_saves()
     self._manager = self._open()
 
   def _open(self):
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    for args in (ocp.args.StandardSave, ocp.args.StandardRestore):  # Orbax's single, unnamed item
+      registry.add(_ITEM, args, ocp.StandardCheckpointHandler)
+    policy = ocp.checkpoint_managers.LatestN(n=self._max_to_keep)
     return ocp.CheckpointManager(
-        self.directory, item_handlers=ocp.StandardCheckpointHandler(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=self._max_to_keep, create=True))
+        self.directory, handler_registry=registry,
+        options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=True))
+
+  def _remove_unfinished_saves(self):
+    """Temporary folders of saves that never completed (a crash, a full disk): no state to keep."""
+    if jax.process_index() != 0 or not self.directory.exists():
+      return
+    for path in self.directory.iterdir():
+      if path.name.endswith(_TEMPORARY_SUFFIX):
+        logging.warning("Removing %s, left by a save that did not complete.", path)
+        shutil.rmtree(path, ignore_errors=True)
 
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
@@ -55,19 +99,29 @@ class CheckpointStore:
             f"{_describe(saved[key])}, not {_describe(expected)}; use a new --workdir or the config it "
             "was trained with.")
 
-  def _check_same_model(self, step: int, metadata, abstract_state):
-    """A checkpoint written for another model (or bit width) is a config error, not a crash."""
-    for part in ("params", "batch_stats"):
-      saved, expected = _shapes(metadata[part]), _shapes(getattr(abstract_state, part))
-      if saved != expected:
-        diff = sorted(set(saved.items()) ^ set(expected.items()))[0][0]
-        raise ConfigError(
-            f"the checkpoint at step {step} in {self.directory} was written for a different model "
-            f"({part}/{diff}: checkpoint {saved.get(diff)}, config {expected.get(diff)}); use a new "
-            "--workdir or the config it was trained with.")
+  def _check_same_structure(self, step: int, metadata: dict, abstract_state, changed: str):
+    """The whole state, optimizer included, must match the checkpoint leaf for leaf, before restoring."""
+    saved, expected = _shapes(metadata), _shapes(abstract_state)
+    if saved == expected:
+      return
+    path = sorted(set(saved.items()) ^ set(expected.items()))[0][0]
+    here, there = expected.get(path, "absent"), saved.get(path, "absent")
+    hint = f"; config keys changed since it was saved: {changed}" if changed else ""
+    if path.startswith(("params", "batch_stats")):
+      raise ConfigError(
+          f"the checkpoint at step {step} in {self.directory} was written for a different model "
+          f"({path}: checkpoint {there}, config {here}){hint}; use a new --workdir or the config it "
+          "was trained with.")
+    raise ConfigError(
+        f"the checkpoint at step {step} in {self.directory} does not fit this config ({path}: "
+        f"checkpoint {there}, config {here}){hint}; use a new --workdir, or the config it was trained "
+        "with.")
 
-  def restore(self, abstract_state):
-    """The newest readable state, in the shardings of `abstract_state` (ShapeDtypeStructs), or None."""
+  def restore(self, abstract_state, changed: str = ""):
+    """The newest readable state, in the shardings of `abstract_state` (ShapeDtypeStructs), or None.
+
+    `changed` (e.g. 'optim.momentum 0.9 -> 0.0') is quoted when the checkpoint does not fit.
+    """
     for step in reversed(self.all_steps()):
       try:
         metadata = self._manager.item_metadata(step).tree
@@ -75,7 +129,7 @@ class CheckpointStore:
         self._set_aside(step, err)
         continue
       self._check_same_identity(step)
-      self._check_same_model(step, metadata, abstract_state)
+      self._check_same_structure(step, metadata, abstract_state, changed)
       try:
         state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
       except Exception as err:  # pylint: disable=broad-except
@@ -96,23 +150,46 @@ class CheckpointStore:
     self._manager.close()
     self._manager = self._open()
 
+  def _failure(self, step, err: Exception) -> CheckpointSaveError:
+    self._failed = True
+    return CheckpointSaveError(
+        f"saving the checkpoint of step {step} failed: {_save_failure_reason(err)}. The last good "
+        f"checkpoint (step {self.latest_step()}) is kept in {self.directory}; fix that and rerun the same "
+        "command to resume.")
+
+  def raise_if_save_failed(self):
+    """Raises CheckpointSaveError if a background (async) save has failed. Cheap: call it every step."""
+    try:
+      self._manager.check_for_errors()
+    except Exception as err:  # pylint: disable=broad-except
+      raise self._failure(self._saving_step, err) from None
+
   def save(self, step: int, state) -> bool:
-    return self._manager.save(step, args=ocp.args.StandardSave(state), force=True,
-                              custom_metadata=self._identity)
+    self.raise_if_save_failed()
+    self._saving_step = step
+    try:
+      return self._manager.save(step, args=ocp.args.StandardSave(state), force=True,
+                                custom_metadata=self._identity)
+    except Exception as err:  # pylint: disable=broad-except
+      raise self._failure(step, err) from None
 
   def reached_preemption(self, step: int) -> bool:
     """True on every host at the same step once any host got a preemption notice (multi-host)."""
     return self._manager.reached_preemption(step)
 
   def close(self):
-    self._manager.wait_until_finished()
-    self._manager.close()
-
-
-def _describe(value) -> str:
-  if isinstance(value, dict):
-    return " ".join(f"{k}={v}" for k, v in value.items())
-  return str(value)
+    """Waits for the last save; raises CheckpointSaveError if it failed (unless a failure was reported)."""
+    try:
+      self._manager.wait_until_finished()
+      self._manager.check_for_errors()
+    except Exception as err:  # pylint: disable=broad-except
+      if not self._failed:
+        raise self._failure(self._saving_step, err) from None
+    finally:
+      try:
+        self._manager.close()
+      except Exception:  # pylint: disable=broad-except  (already reported)
+        pass
 
 
 def abstract_like(state):

@@ -7,3 +7,7 @@ class ConfigError(ValueError):
 
 class DataError(ConfigError):
   """Data that is missing or unprepared; the message says what to do."""
+
+
+class CheckpointSaveError(RuntimeError):
+  """A checkpoint could not be written; the message names the cause and the last good checkpoint."""

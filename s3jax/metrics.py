@@ -9,6 +9,7 @@ import numpy as np
 from etils import epath
 
 METRICS_FILE = "metrics.jsonl"
+SUPERSEDED_FILE = "metrics.superseded.jsonl"
 
 
 def _to_python(value):
@@ -22,20 +23,62 @@ class MetricWriter:
   def __init__(self, workdir: str, enabled: bool = True):
     self.enabled = enabled
     self.path = epath.Path(workdir) / METRICS_FILE
-    self._tb = None
+    self._tb_writer = None
     if enabled:
       import tensorflow as tf  # imported lazily: only process 0 pays for it
       self._tf = tf
-      self._tb = tf.summary.create_file_writer(str(epath.Path(workdir) / "tensorboard"))
+
+  @property
+  def _tb(self):
+    # Opened at the first write, after `truncate_after` has set earlier event files aside.
+    if self._tb_writer is None:
+      self._tb_writer = self._tf.summary.create_file_writer(str(self.path.parent / "tensorboard"))
+    return self._tb_writer
 
   def _lines(self) -> list[str]:
     return [l for l in self.path.read_text().splitlines() if l.strip()] if self.path.exists() else []
 
   def truncate_after(self, step: int):
-    """Drops lines logged after `step`, so a resumed run does not log the same steps twice."""
-    if self.enabled and self.path.exists():
-      kept = [l for l in self._lines() if json.loads(l)["step"] <= step]
+    """Moves lines logged after `step` (and any cut-short line) to metrics.superseded.jsonl, so a resumed
+    run logs each step once and nothing logged is lost. TensorBoard events after `step` are set aside
+    the same way."""
+    if not self.enabled or not self.path.exists():
+      return
+    kept, moved = [], []
+    for line in self._lines():
+      try:
+        (kept if json.loads(line)["step"] <= step else moved).append(line)
+      except (ValueError, KeyError, TypeError):
+        moved.append(line)
+    if moved:
+      superseded = self.path.parent / SUPERSEDED_FILE
+      old = superseded.read_text() if superseded.exists() else ""
+      superseded.write_text(old + "".join(l + "\n" for l in moved))
       self.path.write_text("".join(l + "\n" for l in kept))
+      self._truncate_tensorboard(step)
+
+  def _truncate_tensorboard(self, step: int):
+    """Rewrites the event files keeping events up to `step`; the originals go to tensorboard.superseded/."""
+    tb_dir = self.path.parent / "tensorboard"
+    files = sorted(p for p in tb_dir.glob("events.out.tfevents.*")) if tb_dir.exists() else []
+    if not files:
+      return
+    aside = self.path.parent / "tensorboard.superseded" / f"before_resume_at_{step}"
+    aside.mkdir(parents=True, exist_ok=True)
+    kept = []
+    for path in files:
+      for record in self._tf.data.TFRecordDataset(str(path)):
+        event = self._tf.compat.v1.Event.FromString(record.numpy())
+        if event.step <= step:
+          kept.append(event)
+      path.rename(aside / path.name)
+    # A writer of raw events; its file sorts before the new run's, so TensorBoard reads it first.
+    writer = self._tf.summary.create_file_writer(str(tb_dir), filename_suffix=".resumed")
+    writer.close()
+    target = sorted(tb_dir.glob("events.out.tfevents.*.resumed"))[-1]
+    with self._tf.io.TFRecordWriter(str(target)) as records:
+      for event in kept:
+        records.write(event.SerializeToString())
 
   def write(self, step: int, metrics: dict):
     if not self.enabled:
@@ -73,8 +116,8 @@ class MetricWriter:
     return None
 
   def close(self):
-    if self._tb is not None:
-      self._tb.close()
+    if self._tb_writer is not None:
+      self._tb_writer.close()
 
 
 def read_metrics(workdir: str) -> list[dict]:

@@ -122,21 +122,29 @@ def format_eval(step: int, metrics: dict) -> str:
 
 
 class PreemptionWatch:
-  """Did a preemption notice (SIGTERM, as on a TPU maintenance event) arrive by this step?
+  """Did a preemption notice (SIGTERM, as on a TPU maintenance event) or a Ctrl-C arrive by this step?
 
-  One process: our own SIGTERM handler. Many: Orbax's sync point, so every host stops at the same step.
+  One process: our own SIGTERM and SIGINT handlers; a second Ctrl-C exits at once, without saving. Many
+  processes: Orbax's sync point for SIGTERM, so every host stops at the same step (Ctrl-C keeps Python's
+  default there, since only the host it reached would see it).
   """
 
   def __init__(self, store: checkpointing.CheckpointStore):
-    self._store, self._signalled, self._previous = store, False, None
-    if jax.process_count() == 1:
+    self._store, self._signalled, self._previous = store, False, {}
+    signals = (signal.SIGTERM, signal.SIGINT) if jax.process_count() == 1 else ()
+    for sig in signals:
       try:
-        self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        self._previous[sig] = signal.signal(sig, self._on_signal)
       except ValueError:  # not the main thread: leave signals alone
         pass
 
-  def _on_sigterm(self, signum, frame):
-    del signum, frame
+  def _on_signal(self, signum, frame):
+    del frame
+    if signum == signal.SIGINT and self._signalled:
+      os.write(2, b"\nSecond Ctrl-C: exiting now, without saving.\n")
+      os._exit(130)
+    if signum == signal.SIGINT:
+      os.write(2, b"\nCtrl-C: saving a checkpoint at the end of this step (Ctrl-C again to exit now).\n")
     self._signalled = True
 
   def reached(self, step: int) -> bool:
@@ -145,8 +153,8 @@ class PreemptionWatch:
     return self._signalled
 
   def close(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for sig, previous in self._previous.items():
+      signal.signal(sig, previous)
 
 
 class NonFiniteGuard:
@@ -183,14 +191,55 @@ def _format_duration(seconds: float) -> str:
   return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m{seconds % 60:02d}s"
 
 
-def _prepare_workdir(workdir: str, config):
+CONFIG_FILE = "config.json"
+
+
+def _prepare_workdir(workdir: str):
   path = epath.Path(workdir)
   try:
     path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+    probe = path / ".s3jax_write_test"
+    probe.write_text("")
+    probe.unlink()
   except OSError as err:
     raise ConfigError(f"workdir {workdir!r} is not writable ({err.strerror or err}); pass a --workdir "
                       "you can write to.") from None
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flat(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
+
+
+def config_changes(workdir: str, config) -> str:
+  """'key old -> new, ...' between the workdir's config.json and `config` ('' if none or the same)."""
+  path = epath.Path(workdir) / CONFIG_FILE
+  if not path.exists():
+    return ""
+  try:
+    before = _flat(json.loads(path.read_text()))
+  except (OSError, ValueError):
+    return ""
+  now = _flat(json.loads(config.to_json_best_effort()))
+  keys = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+  return ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in keys)
+
+
+def record_config(workdir: str, config, start_step: int, changed: str):
+  """Writes config.json once the checkpoint is known to fit. A changed config resumed from a checkpoint
+  keeps the earlier file as config.<step>.json, so the record of what each step trained with stays."""
+  path = epath.Path(workdir) / CONFIG_FILE
+  if changed and path.exists():
+    kept = epath.Path(workdir) / f"config.{start_step}.json"
+    path.rename(kept)
+    logging.warning("Config changed at step %d: %s (the earlier config is kept in %s).", start_step,
+                    changed, kept)
+  path.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
@@ -204,7 +253,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   mesh = sharding.make_data_mesh()
   is_writer = jax.process_index() == 0
   if is_writer:
-    _prepare_workdir(workdir, config)
+    _prepare_workdir(workdir)
 
   dataset = input_pipeline.create_dataset(config)
   if config.num_classes and config.num_classes != dataset.num_classes:
@@ -218,10 +267,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   store = checkpointing.CheckpointStore(os.path.join(workdir, "checkpoints"), config.keep_checkpoints,
                                         identity={"quant": quant_identity(config)})
-  restored = store.restore(checkpointing.abstract_like(state))
+  changed = config_changes(workdir, config)
+  restored = store.restore(checkpointing.abstract_like(state), changed)
   if restored is not None:
     state = restored
   start_step = int(state.step)
+  if is_writer:
+    record_config(workdir, config, start_step, changed)
   writer = MetricWriter(workdir, enabled=is_writer)
   writer.truncate_after(start_step)
 
@@ -242,25 +294,32 @@ def train_and_evaluate(config, workdir: str) -> dict:
   try:
     with jax.set_mesh(mesh):
       batches = dataset.train_iterator(start_step)
-      timer_step, timer_start = start_step, time.time()
+      timer_step, timer_start, rate = start_step, time.time(), 0.0
       for step in range(start_step + 1, total_steps + 1):
         state, train_metrics = train_step(state, sharding.global_batch(next(batches), mesh))
         nonfinite.push(step, train_metrics)
+        store.raise_if_save_failed()
+        if step == start_step + 1:  # the ETA leaves out compilation
+          jax.block_until_ready(train_metrics)
+          timer_step, timer_start = step, time.time()
 
         if step % config.log_every_steps == 0 or step == total_steps:
           train_metrics = jax.device_get(train_metrics)
-          rate = (step - timer_step) / max(time.time() - timer_start, 1e-9)
-          timer_step, timer_start = step, time.time()
+          if step > timer_step:
+            rate = (step - timer_step) / max(time.time() - timer_start, 1e-9)
+            timer_step, timer_start = step, time.time()
+          speed = f"{rate:.2f} steps/s, ETA {_format_duration((total_steps - step) / rate)}" if rate else ""
           writer.write(step, {**train_metrics, "train/skipped_steps": nonfinite.skipped})
-          logging.info("step %d/%d  loss %.4f  top1 %.4f  lr %.4g  | %.2f steps/s, ETA %s", step,
-                       total_steps, train_metrics["train/loss"], train_metrics["train/top1"],
-                       train_metrics["train/lr"], rate, _format_duration((total_steps - step) / rate))
+          logging.info("step %d/%d  loss %.4f  top1 %.4f  lr %.4g  | %s", step, total_steps,
+                       train_metrics["train/loss"], train_metrics["train/top1"], train_metrics["train/lr"],
+                       speed)
 
         if step % eval_every == 0 or step == total_steps:
           eval_metrics, layer_metrics, state = evaluate(eval_step, weight_statistics, state, dataset, mesh)
           writer.write(step, eval_metrics)
           writer.write_tensorboard(step, layer_metrics)
           logging.info(format_eval(step, eval_metrics))
+          timer_step, timer_start = step, time.time()  # the ETA leaves out evaluation
 
         preempted = preemption.reached(step)
         if preempted or step % config.checkpoint_every_steps == 0 or step == total_steps:
