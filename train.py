@@ -8,6 +8,8 @@ method, --config.quant.method=float is the full-precision baseline.
 Rerunning the same command resumes from the workdir's latest checkpoint.
 """
 import logging as pylogging
+import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -19,36 +21,82 @@ _COORDINATOR = flags.DEFINE_string(
     "(TPU pods find their peers without it).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in a multi-process run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in a multi-process run.")
+_DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
+    "distributed_timeout", 300, "Seconds a multi-process start waits for all its peers before it fails.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _quiet_library_info(record) -> bool:
-  """Keeps Orbax's and TensorFlow's INFO chatter out of the training log; warnings still show."""
-  return record.levelno >= pylogging.WARNING or not any(
-      lib in record.pathname for lib in ("/orbax/", "/tensorflow"))
+  """Keeps Orbax's and TensorFlow's INFO chatter out of the training log; their warnings and errors still
+  show, in one line each (s3jax reports what failed and what to do)."""
+  if not any(lib in record.pathname for lib in ("/orbax/", "/tensorflow")):
+    return True
+  if record.levelno < pylogging.WARNING:
+    return False
+  record.exc_info, record.exc_text = None, None
+  return True
+
+
+def _quiet_closed_event_loops(default_hook):
+  """Orbax's background writers, cut short by a failed save, raise 'Event loop is closed' from C
+  callbacks by the hundred; one line is kept for the log, the rest of Python's hook is unchanged."""
+
+  def hook(kind, value, tb):
+    if kind is RuntimeError and "Event loop is closed" in str(value):
+      logging.log_first_n(logging.WARNING, "Orbax background writer stopped: %s", 1, value)
+      return
+    default_hook(kind, value, tb)
+
+  return hook
+
+
+def _log_to_workdir(workdir: str):
+  """The console log also goes to <workdir>/train.log (appended, so a resumed run adds to it)."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    handler = pylogging.FileHandler(os.path.join(workdir, "train.log"))
+  except OSError:
+    return  # an unwritable workdir is reported by the trainer, with what to do
+  handler.setFormatter(logging.PythonFormatter())
+  handler.addFilter(_quiet_library_info)
+  pylogging.getLogger().addHandler(handler)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_quiet_library_info)
+  sys.excepthook = _quiet_closed_event_loops(sys.excepthook)
   # Imported after flag parsing, so --help stays fast.
   from s3jax.cli import config_value
-  from s3jax.errors import ConfigError
+  from s3jax.errors import CheckpointSaveError, ConfigError
   from s3jax.sharding import initialize_distributed
   from s3jax.train import Preempted, TrainingStopped, train_and_evaluate
 
   config = config_value(_CONFIG)
-  initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  process = initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                                   _DISTRIBUTED_TIMEOUT.value)
+  if process == 0:
+    _log_to_workdir(_WORKDIR.value)
+  else:  # one training log is enough: the other processes print only warnings and errors
+    logging.set_verbosity(logging.WARNING)
   try:
     metrics = train_and_evaluate(config, _WORKDIR.value)
   except (ConfigError, TrainingStopped) as err:
     raise SystemExit(f"error: {err}") from None
+  except CheckpointSaveError as err:
+    # Leave at once: Orbax's unfinished background writes would print pages of tracebacks at shutdown.
+    logging.error("%s", err)
+    sys.stderr.write(f"error: {err}\n")
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(1)
   except Preempted as notice:
     print(notice)
     return
   if "eval/top1" in metrics:
-    print(f"final eval/top1 = {metrics['eval/top1']:.4f}  eval/top5 = {metrics['eval/top5']:.4f}")
+    top5 = f"  eval/top5 = {metrics['eval/top5']:.4f}" if "eval/top5" in metrics else ""
+    print(f"final eval/top1 = {metrics['eval/top1']:.4f}{top5}  eval/loss = {metrics['eval/loss']:.4f}")
 
 
 if __name__ == "__main__":

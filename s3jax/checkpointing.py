@@ -62,6 +62,7 @@ class CheckpointStore:
     self._max_to_keep = max_to_keep
     self._identity = identity or {}
     self._saving_step = None
+    self._unchecked = False  # a save was started and its outcome not yet checked
     self._failed = False
     self._remove_unfinished_saves()
     self._manager = self._open()
@@ -157,16 +158,22 @@ class CheckpointStore:
         f"checkpoint (step {self.latest_step()}) is kept in {self.directory}; fix that and rerun the same "
         "command to resume.")
 
-  def raise_if_save_failed(self):
-    """Raises CheckpointSaveError if a background (async) save has failed. Cheap: call it every step."""
+  def raise_if_save_failed(self, wait: bool = False):
+    """Raises CheckpointSaveError if the last (async) save failed, once it has finished (or, with `wait`,
+    after waiting for it). Cheap: the trainer calls it every step."""
+    if not self._unchecked or (not wait and self._manager.is_saving_in_progress()):
+      return
     try:
+      self._manager.wait_until_finished()  # returns at once for a finished save, raising its error
       self._manager.check_for_errors()
     except Exception as err:  # pylint: disable=broad-except
       raise self._failure(self._saving_step, err) from None
+    self._unchecked = False
 
   def save(self, step: int, state) -> bool:
-    self.raise_if_save_failed()
-    self._saving_step = step
+    # The previous save has had a whole checkpoint interval to finish; its failure is reported as its own.
+    self.raise_if_save_failed(wait=True)
+    self._saving_step, self._unchecked = step, True
     try:
       return self._manager.save(step, args=ocp.args.StandardSave(state), force=True,
                                 custom_metadata=self._identity)

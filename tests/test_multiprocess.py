@@ -7,13 +7,14 @@ import subprocess
 
 from helpers import REPO, cli_command, cli_env, run_cli
 
-RUN = ("total_steps=10", "batch_size=32", "log_every_steps=5", "checkpoint_every_steps=5",
+RUN = ("total_steps=10", "batch_size=32", "log_every_steps=1", "checkpoint_every_steps=5",
        "eval_every_steps=10")
-# Same global batch on the same 4 devices; only the all-reduce differs (gloo across processes versus
-# in-process), which reorders float sums. S3's step functions turn such rounding differences into an
-# occasional flipped weight, and those compound: train losses agree to ~1e-7 at step 5 and ~1e-5 at
-# step 10, then drift (measured). So the runs are short and eval metrics must agree within 1e-3.
-TOLERANCE = 1e-3
+# Same global batches on the same 4 devices; only the all-reduce differs (gloo across processes versus
+# in-process), which reorders float sums. Early training amplifies such rounding roughly 300x per step
+# (measured, full precision too: 1.6e-7 at step 1, 1e-3 by step 4), and S3's step functions turn it into
+# flipped weights, so agreement after 10 steps depends on the CPU. What is a property of the code: the
+# same batches and the same loss at steps 1 and 2, and a resumed 2-process run repeating its own steps.
+EARLY_TOLERANCE = 1e-5
 
 
 def free_port() -> int:
@@ -34,15 +35,9 @@ def run_two_processes(workdir):
   return [err for _, err in outputs]
 
 
-def final_eval(workdir) -> dict:
+def train_losses(workdir) -> dict:
   records = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
-  return [r for r in records if "eval/top1" in r][-1]
-
-
-def assert_close(a: dict, b: dict):
-  assert a.keys() == b.keys()
-  for key in a:
-    assert abs(a[key] - b[key]) <= TOLERANCE * max(1.0, abs(b[key])), (key, a[key], b[key])
+  return {r["step"]: r["train/loss"] for r in records if "train/loss" in r}
 
 
 def test_two_processes_match_one_process_and_share_checkpoints(tmp_path):
@@ -51,14 +46,21 @@ def test_two_processes_match_one_process_and_share_checkpoints(tmp_path):
   assert done.returncode == 0, done.stderr[-2000:]
   logs = run_two_processes(multi)
   assert "on 4 devices (2 processes)" in logs[0]
-  assert_close(final_eval(multi), final_eval(single))
+  # Only process 0 prints the training log; the other prints warnings and errors only.
+  assert "step 10/10" in logs[0] and "step 10/10" not in logs[1]
+  one, two = train_losses(single), train_losses(multi)
+  for step in (1, 2):
+    assert abs(one[step] - two[step]) <= EARLY_TOLERANCE * abs(one[step]), (step, one[step], two[step])
   # Only process 0 writes: each step is logged once.
-  steps = [json.loads(l)["step"] for l in open(os.path.join(multi, "metrics.jsonl")) if "train/loss" in l]
-  assert steps == [5, 10]
+  assert sorted(two) == list(range(1, 11))
   assert sorted(os.listdir(os.path.join(multi, "checkpoints"))) == ["10", "5"]
 
-  # Both processes restore: drop the final checkpoint and resume from step 5 together.
+  # Both processes restore: drop the final checkpoint and resume from step 5 together. Steps 6-10 then
+  # repeat the first 2-process run's (had either process started afresh, its devices' half of the
+  # gradient would differ from step 6 on).
   shutil.rmtree(os.path.join(multi, "checkpoints", "10"))
   logs = run_two_processes(multi)
-  assert all("from step 5:" in log for log in logs)
-  assert_close(final_eval(multi), final_eval(single))
+  assert "from step 5:" in logs[0]
+  again = train_losses(multi)
+  for step in range(6, 11):
+    assert abs(again[step] - two[step]) <= EARLY_TOLERANCE * abs(two[step]), (step, again[step], two[step])
