@@ -32,7 +32,10 @@ def base_config() -> ml_collections.ConfigDict:
                                 # for image_folder, the root holding train/ and test/ (or val/)
   c.data.manual_dir = ""        # where ILSVRC2012_img_{train,val}.tar lie, to prepare imagenet2012
   c.data.image_size = 224
-  c.data.crop_padding = 0       # in-memory datasets: random crop after zero-padding by this much
+  c.data.augment = "auto"       # auto | inception_crop | pad_crop | none (tfds and image folders;
+                                # auto: pad_crop for CIFAR and images <= 64 px, else inception_crop)
+  c.data.crop_scale_min = 0.08  # inception_crop: RandomResizedCrop's smallest area share
+  c.data.crop_padding = 0       # pad_crop: zero-pad by this much, then crop back (0: image_size // 8)
 
   c.quant = ml_collections.ConfigDict()
   c.quant.method = "s3"         # s3 | denseshift | deepshift_q | deepshift_ps | float (full precision)

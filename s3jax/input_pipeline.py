@@ -33,6 +33,7 @@ IN_MEMORY = {
     "digits": (360, _load_digits),     # 1,437 train / 360 test
 }
 TFDS_DATASETS = ("imagenet2012", "cifar10", "cifar100", "image_folder")
+DEFAULT_CROP_SCALE_MIN = 0.08
 DATASETS = tuple(IN_MEMORY) + TFDS_DATASETS
 
 
@@ -141,7 +142,13 @@ def create_dataset(config, shard: ProcessShard | None = None):
     raise ConfigError(f"data.name={config.data.name!r} is unknown; use one of {DATASETS}.")
   shard = shard or ProcessShard.current()
   if config.data.name in IN_MEMORY:
-    return InMemoryDataset(config.data.name, config.batch_size, seed=config.seed,
-                           crop_padding=config.data.crop_padding, shard=shard)
+    if config.data.augment not in ("auto", "pad_crop", "none"):
+      raise ConfigError(f"data.augment={config.data.augment!r} does not apply to {config.data.name}; "
+                        "in-memory digits take pad_crop (with data.crop_padding) or none.")
+    if config.data.crop_scale_min != DEFAULT_CROP_SCALE_MIN:
+      raise ConfigError(f"data.crop_scale_min has no effect on {config.data.name} (no resized crops).")
+    padding = 0 if config.data.augment == "none" else config.data.crop_padding
+    return InMemoryDataset(config.data.name, config.batch_size, seed=config.seed, crop_padding=padding,
+                           shard=shard)
   from s3jax.tfds_pipeline import TfdsDataset
   return TfdsDataset(config, shard)

@@ -41,12 +41,12 @@ def _decode_and_crop(image_bytes, window):
                  lambda: tf.image.decode_and_crop_jpeg(image_bytes, window, channels=3), generic)
 
 
-def random_resized_crop(image_bytes, seed, size: int):
-  """RandomResizedCrop(size, scale=(0.08, 1), ratio=(3/4, 4/3)) from a sampled bounding box."""
+def random_resized_crop(image_bytes, seed, size: int, min_scale: float = 0.08):
+  """RandomResizedCrop(size, scale=(min_scale, 1), ratio=(3/4, 4/3)) from a sampled bounding box."""
   shape = _image_shape(image_bytes)
   begin, crop, _ = tf.image.stateless_sample_distorted_bounding_box(
       shape, tf.zeros([1, 0, 4]), seed=seed, min_object_covered=0.0,
-      aspect_ratio_range=(3 / 4, 4 / 3), area_range=(0.08, 1.0), max_attempts=10,
+      aspect_ratio_range=(3 / 4, 4 / 3), area_range=(min_scale, 1.0), max_attempts=10,
       use_image_if_no_bounding_boxes=True)
   window = tf.stack([begin[0], begin[1], crop[0], crop[1]])
   image = _decode_and_crop(image_bytes, window)
@@ -64,6 +64,19 @@ def resize_and_center_crop(image_bytes, size: int):
   image = tf.image.resize(image, [new_h, new_w], method="bilinear", antialias=True)
   top, left = (new_h - size) // 2, (new_w - size) // 2
   return tf.image.crop_to_bounding_box(image, top, left, size, size)
+
+
+def resize_to(image_bytes, size: int):
+  """The whole image resized to size x size (small images, such as 32 px ones, keep all their content)."""
+  image = tf.io.decode_image(image_bytes, 3, expand_animations=False)
+  return tf.image.resize(image, [size, size], method="bilinear", antialias=True)
+
+
+def pad_crop(image, seed, padding: int):
+  """Zero-pad by `padding` and crop back to the image's size at a random offset (as for CIFAR)."""
+  shape = tf.shape(image)
+  padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
+  return tf.image.stateless_random_crop(padded, shape, seed=seed)
 
 
 def _normalize(image, mean, std):
@@ -102,6 +115,8 @@ class TfdsDataset:
       self.image_size, self.mean, self.std = 32, CIFAR_MEAN, CIFAR_STD
     else:
       self.image_size, self.mean, self.std = config.data.image_size, IMAGENET_MEAN, IMAGENET_STD
+    self.augment, self.crop_padding = resolve_augmentation(config.data, self.image_size, self._is_cifar)
+    self.min_scale = config.data.crop_scale_min
     self.image_shape = (self.image_size, self.image_size, 3)
     self.num_train = _split_size(info, self.train_split)
     self.num_test = _split_size(info, self.eval_split)
@@ -135,12 +150,12 @@ class TfdsDataset:
   def _train_preprocess(self, index, example, base_seed):
     crop_seed = tf.stack([base_seed, 2 * index])
     flip_seed = tf.stack([base_seed, 2 * index + 1])
-    if self._is_cifar:
-      image = tf.io.decode_png(example["image"], channels=3)
-      image = tf.pad(image, [[4, 4], [4, 4], [0, 0]])
-      image = tf.image.stateless_random_crop(image, [32, 32, 3], seed=crop_seed)
+    if self.augment == "inception_crop":
+      image = random_resized_crop(example["image"], crop_seed, self.image_size, self.min_scale)
     else:
-      image = random_resized_crop(example["image"], crop_seed, self.image_size)
+      image = self._whole_image(example["image"])
+      if self.augment == "pad_crop":
+        image = pad_crop(image, crop_seed, self.crop_padding)
     image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
     return {"image": _normalize(image, self.mean, self.std), "label": tf.cast(example["label"], tf.int32)}
 
@@ -155,12 +170,17 @@ class TfdsDataset:
     return iter(tfds.as_numpy(ds))
 
   def _eval_preprocess(self, example):
-    if self._is_cifar:
-      image = tf.io.decode_png(example["image"], channels=3)
-    else:
+    if self.augment == "inception_crop":
       image = resize_and_center_crop(example["image"], self.image_size)
+    else:
+      image = self._whole_image(example["image"])
     return {"image": _normalize(image, self.mean, self.std), "label": tf.cast(example["label"], tf.int32),
             "mask": tf.constant(True)}
+
+  def _whole_image(self, image_bytes):
+    if self._is_cifar:
+      return tf.io.decode_png(image_bytes, channels=3)
+    return resize_to(image_bytes, self.image_size)
 
   def num_eval_batches(self) -> int:
     """The same on every process: enough batches for the largest process shard."""
@@ -199,12 +219,64 @@ def _make_builder(config):
   return builder, "train", eval_split
 
 
+AUGMENTATIONS = ("auto", "inception_crop", "pad_crop", "none")
+SMALL_IMAGE = 64  # 'auto' uses pad_crop up to this size: a resized crop of a 32 px image can be 9 px
+
+
+def resolve_augmentation(data_config, image_size: int, is_cifar: bool) -> tuple[str, int]:
+  """(augmentation, padding) for a tfds dataset. 'auto': pad_crop for CIFAR and images of at most 64 px
+  (padding data.crop_padding, or image_size // 8), inception_crop (RandomResizedCrop) above."""
+  augment, padding = data_config.augment, data_config.crop_padding
+  if augment not in AUGMENTATIONS:
+    raise DataError(f"data.augment={augment!r} is unknown; use one of {AUGMENTATIONS}.")
+  if augment == "auto":
+    augment = "pad_crop" if is_cifar or image_size <= SMALL_IMAGE else "inception_crop"
+  if augment != "inception_crop" and data_config.crop_scale_min != 0.08:
+    raise DataError(f"data.crop_scale_min has no effect with data.augment={augment!r}; it sets "
+                    "inception_crop's smallest area.")
+  if augment == "pad_crop":
+    return augment, padding or (4 if is_cifar else max(image_size // 8, 1))
+  if padding:
+    raise DataError(f"data.crop_padding={padding} has no effect with data.augment={augment!r}; set "
+                    "--config.data.augment=pad_crop, or leave crop_padding at 0.")
+  if is_cifar and augment == "inception_crop":
+    raise DataError("cifar images are 32 px: use data.augment=pad_crop (the default) or none.")
+  return augment, 0
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+
+
+def _check_images(folder: str):
+  """Every file of an image folder decodes; else a DataError naming the first one that does not."""
+  from PIL import Image
+  for root, _, files in sorted(os.walk(folder)):
+    for name in sorted(files):
+      path = os.path.join(root, name)
+      try:
+        with Image.open(path) as image:
+          image.verify()
+      except Exception as err:  # pylint: disable=broad-except  (PIL raises many kinds)
+        raise DataError(f"{path} is not a readable image ({type(err).__name__}); remove or replace "
+                        "it.") from None
+
+
 def _image_folder_builder(root: str):
   if not root or not os.path.isdir(os.path.join(root, "train")):
     raise DataError(f"data.data_dir={root!r} has no train/ folder; image_folder expects "
                     "<root>/train/<class>/*.jpg|png and <root>/test/<class>/... (or val/).")
-  builder = tfds.ImageFolder(root)
-  eval_split = next((s for s in ("test", "val", "validation") if s in builder.info.splits), None)
-  if eval_split is None:
+  eval_dir = next((s for s in ("test", "val", "validation") if os.path.isdir(os.path.join(root, s))), None)
+  if eval_dir is None:
     raise DataError(f"data.data_dir={root!r} has no test/ or val/ folder next to train/.")
-  return builder, "train", eval_split
+  for split in ("train", eval_dir):
+    _check_images(os.path.join(root, split))
+  builder = tfds.ImageFolder(root)
+  for split in ("train", eval_dir):
+    if split not in builder.info.splits or not builder.info.splits[split].num_examples:
+      raise DataError(f"{os.path.join(root, split)} holds no images; image_folder expects "
+                      f"{split}/<class>/*.jpg|png.")
+  classes = builder.info.features["label"].num_classes
+  if classes < 2:
+    raise DataError(f"{os.path.join(root, 'train')} has {classes} class folder(s); a classifier needs "
+                    "at least two.")
+  return builder, "train", eval_dir

@@ -87,7 +87,8 @@ def make_weight_statistics(rules, mesh):
 
 def evaluate(eval_step, weight_statistics, state, dataset, mesh):
   """(metrics, per-layer metrics, state): top-1, top-5 and loss over the whole eval split, the weight
-  statistics and dynamics since the previous eval; the state keeps this eval's signs for the next."""
+  statistics and dynamics since the previous eval; the state keeps this eval's signs for the next. Top-5
+  only with more than five classes, where it means something."""
   totals = None
   for batch in dataset.eval_batches():
     sums = eval_step(state, sharding.global_batch(batch, mesh))
@@ -95,7 +96,8 @@ def evaluate(eval_step, weight_statistics, state, dataset, mesh):
   stats, per_layer, signs = weight_statistics(state.params, state.signs)
   totals, stats, per_layer = jax.device_get((totals, stats, per_layer))
   count = float(totals.pop("count"))
-  metrics = {**{f"eval/{k}": float(v) / count for k, v in totals.items()},
+  metrics = {**{f"eval/{k}": float(v) / count for k, v in totals.items()
+                if k != "top5" or dataset.num_classes > 5},
              **{k: float(v) for k, v in stats.items()}}
   step = int(state.step)
   interval = step - int(state.signs_step)
@@ -288,6 +290,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                quantizer.describe() if quantizer else "full precision", config.data.name,
                start_step, total_steps, steps_per_epoch, config.batch_size, jax.device_count(),
                jax.process_count())
+  logging.info("Data: %s, %d classes, %d train and %d eval examples, image shape %s.", config.data.name,
+               dataset.num_classes, dataset.num_train, dataset.num_test, tuple(dataset.image_shape))
   preemption = PreemptionWatch(store)
   nonfinite = NonFiniteGuard(config.nonfinite, store)
   eval_metrics = {}

@@ -1,5 +1,6 @@
 """tensorflow-datasets input on the real builders: a synthetic ILSVRC2012 manual_dir and an image folder."""
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import tensorflow_datasets as tfds
 
 from helpers import load_config
 from s3jax import input_pipeline
-from s3jax.config import DataError
+from s3jax.errors import DataError
 from s3jax.metrics import read_metrics
 from s3jax.synthetic_data import val_color, write_image_folder, write_synthetic_imagenet
 from s3jax.tfds_pipeline import IMAGENET_MEAN, IMAGENET_STD, random_resized_crop, resize_and_center_crop
@@ -102,12 +103,56 @@ def test_image_folder_trains_and_takes_classes_from_folders(tmp_path):
   write_image_folder(root, ["cat", "dog", "emu"], per_class=4, eval_dir="val")
   config = load_config("digits", **{"data.name": "image_folder", "data.data_dir": root,
                                     "data.image_size": 32, "num_classes": 0, "batch_size": 8,
+                                    "data.crop_padding": 0,
                                     "total_steps": 3, "eval_every_steps": 3})
   dataset = input_pipeline.create_dataset(config, input_pipeline.ProcessShard(0, 1))
   assert dataset.num_classes == 3 and dataset.num_train == 12 and dataset.num_test == 12
+  assert dataset.augment == "pad_crop" and dataset.crop_padding == 4  # 32 px: no 9 px resized crops
   final = train_and_evaluate(config, str(tmp_path / "work"))
-  assert "eval/top1" in final
+  assert "eval/top1" in final and "eval/top5" not in final  # top-5 of 3 classes means nothing
   assert [r["step"] for r in read_metrics(str(tmp_path / "work")) if "eval/top1" in r] == [3]
+
+
+def _folder_config(root, **overrides):
+  return load_config("digits", **{"data.name": "image_folder", "data.data_dir": root,
+                                  "data.image_size": 32, "num_classes": 0, "batch_size": 4,
+                                  "data.crop_padding": 0, **overrides})
+
+
+def test_image_folder_problems_are_named(tmp_path):
+  shard = input_pipeline.ProcessShard(0, 1)
+  one = str(tmp_path / "one")
+  write_image_folder(one, ["cat"], per_class=4)
+  with pytest.raises(DataError, match="has 1 class folder"):
+    input_pipeline.create_dataset(_folder_config(one), shard)
+  empty = str(tmp_path / "empty")
+  write_image_folder(empty, ["cat", "dog"], per_class=4)
+  shutil.rmtree(os.path.join(empty, "test"))
+  os.makedirs(os.path.join(empty, "test", "cat"))
+  with pytest.raises(DataError, match="test holds no images"):
+    input_pipeline.create_dataset(_folder_config(empty), shard)
+  corrupt = str(tmp_path / "corrupt")
+  write_image_folder(corrupt, ["cat", "dog"], per_class=4)
+  bad = os.path.join(corrupt, "train", "dog", "dog_2.jpg")
+  with open(bad, "wb") as f:
+    f.write(b"\x89PNG not really an image")
+  with pytest.raises(DataError, match=f"{bad} is not a readable image"):
+    input_pipeline.create_dataset(_folder_config(corrupt), shard)
+
+
+def test_augmentation_keys_that_would_do_nothing_are_errors(tmp_path):
+  shard = input_pipeline.ProcessShard(0, 1)
+  root = str(tmp_path / "folder")
+  write_image_folder(root, ["cat", "dog"], per_class=4)
+  big = _folder_config(root, **{"data.image_size": 96})
+  assert input_pipeline.create_dataset(big, shard).augment == "inception_crop"
+  with pytest.raises(DataError, match="data.crop_padding=2 has no effect with data.augment='inception_crop'"):
+    input_pipeline.create_dataset(_folder_config(root, **{"data.image_size": 96, "data.crop_padding": 2}),
+                                  shard)
+  with pytest.raises(DataError, match="crop_scale_min has no effect"):
+    input_pipeline.create_dataset(_folder_config(root, **{"data.crop_scale_min": 0.5}), shard)
+  with pytest.raises(ValueError, match="does not apply to digits"):
+    input_pipeline.create_dataset(load_config("digits", **{"data.augment": "inception_crop"}), shard)
 
 
 def _encode(image):
