@@ -122,42 +122,39 @@ def _empty_note(ax, text):
   ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4")
 
 
-def plot_curves(runs, path: str):
-  fig, (top1, loss) = plt.subplots(1, 2, figsize=(11, 4.2))
-  for run in runs:
-    steps, values = run.series("eval/top1")
-    top1.plot(steps, [100 * v for v in values], color=run.color, marker="o", ms=3, lw=1.5)
-    steps, values = run.series("train/loss")
-    loss.plot(steps, values, color=run.color, lw=1.2)
-  top1.set(title="Eval top-1 accuracy", xlabel="training step", ylabel="top-1 (%)")
-  loss.set(title="Training loss", xlabel="training step", ylabel="cross-entropy (log scale)", yscale="log")
-  for ax in (top1, loss):
+def _plot_panels(runs, path: str, panels):
+  """One row of line panels; each panel: (metric, factor, marker, axis settings)."""
+  fig, axes = plt.subplots(1, len(panels), figsize=(11, 4.2))
+  for ax, (key, factor, marker, settings) in zip(axes, panels):
+    for run in runs:
+      steps, values = run.series(key)
+      ax.plot(steps, [factor * v for v in values], color=run.color, lw=1.5,
+              **({"marker": "o", "ms": 3} if marker else {}))
+    ax.set(xlabel="training step", **settings)
     ax.grid(alpha=0.3)
-  _legend_below(fig, (top1, loss), runs)
+    if not any(run.series(key)[0] for run in runs):
+      _empty_note(ax, f"no {key} logged yet")
+  _legend_below(fig, axes, runs)
   fig.savefig(path, dpi=FIGURE_DPI)
   plt.close(fig)
+
+
+def plot_curves(runs, path: str):
+  _plot_panels(runs, path, [
+      ("eval/top1", 100, True, dict(title="Eval top-1 accuracy", ylabel="top-1 (%)")),
+      ("train/loss", 1, False, dict(title="Training loss", ylabel="cross-entropy (log scale)",
+                                    yscale="log")),
+  ])
 
 
 def plot_dynamics(runs, path: str):
-  fig, (flips, low) = plt.subplots(1, 2, figsize=(11, 4.2))
-  for run in runs:
-    steps, values = run.series("dynamics/sign_flip_rate_per_1k_steps")
-    flips.plot(steps, [100 * v for v in values], color=run.color, marker="o", ms=3, lw=1.5)
-    steps, values = run.series("dynamics/low_value_rate")
-    low.plot(steps, [100 * v for v in values], color=run.color, marker="o", ms=3, lw=1.5)
-  flips.set(title="Sign-flip rate (WSVR), scaled to 1,000 steps", xlabel="training step",
-            ylabel="weights changing sign (% per 1k steps)", yscale="symlog")
-  flips.set_ylim(bottom=0)
-  low.set(title="Low-value rate (WLVR)", xlabel="training step",
-          ylabel="weights at the lowest level (%)")
-  low.set_ylim(0, 100)
-  for ax in (flips, low):
-    ax.grid(alpha=0.3)
-  if not any(run.series("dynamics/low_value_rate")[0] for run in runs):
-    _empty_note(low, "no dynamics logged yet")
-  _legend_below(fig, (flips, low), runs)
-  fig.savefig(path, dpi=FIGURE_DPI)
-  plt.close(fig)
+  _plot_panels(runs, path, [
+      ("dynamics/sign_flip_rate_per_1k_steps", 100, True,
+       dict(title="Sign-flip rate (WSVR), scaled to 1,000 steps",
+            ylabel="weights changing sign (% per 1k steps)", yscale="symlog", ylim=(0, None))),
+      ("dynamics/low_value_rate", 100, True,
+       dict(title="Low-value rate (WLVR)", ylabel="weights at the lowest level (%)", ylim=(0, 100))),
+  ])
 
 
 def plot_levels(runs, path: str):

@@ -276,3 +276,9 @@ def test_core_imports_no_flax_models_or_trainer():
           "'tensorflow') or m.startswith(('s3jax.train', 's3jax.models', 's3jax.steps'))]; print(bad)")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert out.stdout.strip() == "[]"
+
+
+def test_config_rules_are_the_library_default():
+  """config.py may not import the quantization core, so it spells the ResNet rule out; keep them equal."""
+  from s3jax.config import RESNET_QUANT_RULES
+  assert RESNET_QUANT_RULES == s3jax.DEFAULT_RESNET_RULES
