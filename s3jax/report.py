@@ -161,7 +161,7 @@ def plot_levels(runs, path: str):
   quantized = [r for r in runs if r.level_keys()]
   cols = min(max(len(quantized), 1), 3)
   rows = max(math.ceil(len(quantized) / cols), 1)
-  fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 3.4 * rows + 0.6), squeeze=False)
+  fig, axes = plt.subplots(rows, cols, figsize=(4.8 * cols + 1.6, 3.4 * rows + 0.9), squeeze=False)
   cmap = plt.get_cmap("viridis")
   for ax, run in zip(axes.flat, quantized):
     keys = run.level_keys()
@@ -180,7 +180,7 @@ def plot_levels(runs, path: str):
   skipped = [r.label for r in runs if not r.level_keys()]
   title = "Share of weights at each magnitude level"
   if skipped:
-    title += f"  (not shown, no levels: {', '.join(skipped)})"
+    title += f"\n(not shown, full precision has no levels: {', '.join(skipped)})"
   fig.suptitle(title, fontsize=11)
   fig.tight_layout()
   fig.savefig(path, dpi=FIGURE_DPI)

@@ -75,7 +75,7 @@ def test_report_writes_figures_and_summary(runs, tmp_path):
   result = subprocess.run([sys.executable, "report.py", f"--workdirs={runs}/*", f"--output={out}"],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
-  sizes = {"curves.png": (462, 1210), "dynamics.png": (462, 1210), "levels.png": (440, 506)}
+  sizes = {"curves.png": (462, 1210), "dynamics.png": (462, 1210), "levels.png": (473, 704)}
   for name, (height, width) in sizes.items():
     image = matplotlib.image.imread(out / name)
     assert image.shape[:2] == (height, width), name
