@@ -237,7 +237,9 @@ def record_config(workdir: str, config, start_step: int, changed: str):
   keeps the earlier file as config.<step>.json, so the record of what each step trained with stays."""
   path = epath.Path(workdir) / CONFIG_FILE
   if changed and path.exists():
-    kept = epath.Path(workdir) / f"config.{start_step}.json"
+    kept, n = epath.Path(workdir) / f"config.{start_step}.json", 1
+    while kept.exists():  # changed twice at the same step (no checkpoint in between)
+      kept, n = epath.Path(workdir) / f"config.{start_step}.{n}.json", n + 1
     path.rename(kept)
     logging.warning("Config changed at step %d: %s (the earlier config is kept in %s).", start_step,
                     changed, kept)
