@@ -1,4 +1,4 @@
-"""The S3 core against DESIGN §2: value sets, analytic and fake-quant gradients, init, codes, bf16, trees."""
+"""The S3 core against docs/METHODS.md: value sets, analytic and fake-quant gradients, init, codes, bf16, trees."""
 import itertools
 import math
 
@@ -81,7 +81,7 @@ def _chain_exponent_np(steps):
 
 
 def analytic_latent_grads(lat: S3Latent, g):
-  """DESIGN §2's formulas, in numpy. de/dstep(S_k) is exact by multilinearity: e(t_k=1) - e(t_k=0)."""
+  """docs/METHODS.md's S3 formulas, in numpy. de/dstep(S_k) is exact by multilinearity: e(t_k=1) - e(t_k=0)."""
   s = np.where(np.asarray(lat.sign) >= 0, 1.0, -1.0)
   m = (np.asarray(lat.sparse) > 0).astype(np.float64)
   t = [(np.asarray(x) > 0).astype(np.float64) for x in lat.shift]
