@@ -13,13 +13,11 @@ do, while earlier shift networks freeze their signs and collapse to their lowest
 Tracked weights are every latent of a params tree, or, for a full-precision tree, the kernels the
 quantization rules would choose. Signs are kept as int8, one per tracked weight. Pure and jittable.
 """
-import re
-
 import jax
 import jax.numpy as jnp
 
 from s3jax.quant.interface import is_latent, quantizer, quantizer_of
-from s3jax.quant.tree import latents_with_paths, normalize_rules, path_name
+from s3jax.quant.tree import first_match, latents_with_paths, normalize_rules, path_name
 
 FLOAT_LOW_VALUE_THRESHOLD = 0.7  # times mean |w|, per layer
 
@@ -33,15 +31,13 @@ def tracked_weights(params, rules=None) -> list[tuple[str, object]]:
   latents = latents_with_paths(params)
   if latents or rules is None:
     return latents
-  chosen = []
   normalized = normalize_rules(rules, default=quantizer("s3"))  # any quantizer: only "chosen or not" counts
+  chosen = []
   for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
     name = path_name(path)
-    for pattern, action in normalized:
-      if re.fullmatch(pattern, name):
-        if action is not None and getattr(leaf, "ndim", 0) >= 2:
-          chosen.append((name, leaf))
-        break
+    i = first_match(normalized, name)
+    if i is not None and normalized[i][1] is not None and getattr(leaf, "ndim", 0) >= 2:
+      chosen.append((name, leaf))
   return chosen
 
 

@@ -59,6 +59,11 @@ def normalize_rules(rules, default: Quantizer) -> tuple[tuple[str, Quantizer | N
   return tuple(out)
 
 
+def first_match(rules, name: str) -> int | None:
+  """Index of the first normalized rule whose pattern `re.fullmatch`es `name` (None if none does)."""
+  return next((i for i, (pattern, _) in enumerate(rules) if re.fullmatch(pattern, name)), None)
+
+
 def _leaf_key(key, path: str):
   # Keyed by the path, so a leaf's init does not depend on which other leaves exist.
   return jax.random.fold_in(key, zlib.crc32(path.encode()) & 0x7FFFFFFF)
@@ -90,16 +95,17 @@ def to_latents(params, rules: Sequence = DEFAULT_RESNET_RULES, key=None, bits: i
 
   def convert(path, leaf):
     name = path_name(path)
-    for i, (pattern, q) in enumerate(rules):
-      if re.fullmatch(pattern, name):
-        used[i] = True
-        if q is None:
-          return leaf
-        if getattr(leaf, "ndim", 0) < 2:
-          raise ConfigError(f"Rule {pattern!r} chose {name} of shape {leaf.shape}; only kernels "
-                            "(rank >= 2) can be quantized.")
-        return q.init(_leaf_key(key, name), leaf.shape, _latent_dtype(leaf.dtype, name))
-    return leaf
+    i = first_match(rules, name)
+    if i is None:
+      return leaf
+    used[i] = True
+    pattern, q = rules[i]
+    if q is None:
+      return leaf
+    if getattr(leaf, "ndim", 0) < 2:
+      raise ConfigError(f"Rule {pattern!r} chose {name} of shape {leaf.shape}; only kernels "
+                        "(rank >= 2) can be quantized.")
+    return q.init(_leaf_key(key, name), leaf.shape, _latent_dtype(leaf.dtype, name))
 
   out = jax.tree_util.tree_map_with_path(convert, params)
   unused = [pattern for (pattern, _), hit in zip(rules, used) if not hit]
