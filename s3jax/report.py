@@ -101,6 +101,31 @@ def load_runs(workdirs) -> list[Run]:
     with open(os.path.join(workdir, "config.json")) as f:
       config = json.load(f)
     runs.append(Run(workdir, config, _read_records(workdir), run_label(config)))
+  return _colored(runs)
+
+
+def average_over_seeds(runs) -> list[Run]:
+  """One run per label without its seed: each metric averaged, at each step, over the seeds that logged
+  it (labelled e.g. 's3 3b normal, mean of 3 seeds')."""
+  groups = {}
+  for run in runs:
+    groups.setdefault(run.label.split(" seed")[0], []).append(run)
+  averaged = []
+  for label, members in groups.items():
+    per_step = {}
+    for run in members:
+      for record in run.records:
+        for key, value in record.items():
+          if key != "step" and isinstance(value, (int, float)):
+            per_step.setdefault(record["step"], {}).setdefault(key, []).append(value)
+    records = [{"step": step, **{k: sum(v) / len(v) for k, v in values.items() if len(v) == len(members)}}
+               for step, values in sorted(per_step.items())]
+    seeds = f"mean of {len(members)} seeds" if len(members) > 1 else f"seed {members[0].config.get('seed', 0)}"
+    averaged.append(Run(members[0].workdir, members[0].config, records, f"{label}, {seeds}"))
+  return _colored(averaged)
+
+
+def _colored(runs) -> list[Run]:
   labels = [r.label for r in runs]
   colors = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20").colors
   for i, run in enumerate(runs):
@@ -264,14 +289,16 @@ def write_summary(rows, md_path: str, csv_path: str):
     f.write("\n".join(lines) + "\n\n" + note + "\n")
 
 
-def write_report(workdirs, output: str) -> dict:
-  """Writes the five report files into `output`; returns their paths."""
+def write_report(workdirs, output: str, average_seeds: bool = False) -> dict:
+  """Writes the five report files into `output`; returns their paths. With `average_seeds`, the figures
+  show one line per configuration, averaged over its seeds; the summary still lists every run."""
   runs = load_runs(workdirs)
+  plotted = average_over_seeds(runs) if average_seeds else runs
   os.makedirs(output, exist_ok=True)
   paths = {name: os.path.join(output, name) for name in
            ("curves.png", "dynamics.png", "levels.png", "summary.md", "summary.csv")}
-  plot_curves(runs, paths["curves.png"])
-  plot_dynamics(runs, paths["dynamics.png"])
-  plot_levels(runs, paths["levels.png"])
+  plot_curves(plotted, paths["curves.png"])
+  plot_dynamics(plotted, paths["dynamics.png"])
+  plot_levels(plotted, paths["levels.png"])
   write_summary(summary_rows(runs), paths["summary.md"], paths["summary.csv"])
   return paths
