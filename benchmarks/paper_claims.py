@@ -61,8 +61,9 @@ PAPER_NOTE = ("DeepShift-Q and -PS at 5 bits: 65.32 and 65.34 (DeepShift README)
 
 
 def run_command(name: str, overrides: dict, seed: int, args, workdir: str) -> list[str]:
-  cmd = [sys.executable, os.path.join(REPO, "train.py"), f"--config={os.path.join(REPO, args.config)}",
-         f"--workdir={workdir}", f"--config.seed={seed}"]
+  # Relative to the repository (the command runs there), so a marker stays valid in another checkout.
+  cmd = [sys.executable, "train.py", f"--config={args.config}", f"--workdir={os.path.abspath(workdir)}",
+         f"--config.seed={seed}"]
   cmd += [f"--config.{k}={v}" for k, v in overrides.items()]
   cmd += [f"--config.{k}={v}" for k, v in args.extra.items()]
   return cmd
