@@ -14,6 +14,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from s3jax.cli import quiet_library_info
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A file in configs/.", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and logs.")
 _COORDINATOR = flags.DEFINE_string(
@@ -24,17 +26,6 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in 
 _DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
     "distributed_timeout", 300, "Seconds a multi-process start waits for all its peers before it fails.")
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def _quiet_library_info(record) -> bool:
-  """Keeps Orbax's and TensorFlow's INFO chatter out of the training log; their warnings and errors still
-  show, in one line each (s3jax reports what failed and what to do)."""
-  if not any(lib in record.pathname for lib in ("/orbax/", "/tensorflow")):
-    return True
-  if record.levelno < pylogging.WARNING:
-    return False
-  record.exc_info, record.exc_text = None, None
-  return True
 
 
 def _quiet_closed_event_loops(default_hook):
@@ -58,14 +49,14 @@ def _log_to_workdir(workdir: str):
   except OSError:
     return  # an unwritable workdir is reported by the trainer, with what to do
   handler.setFormatter(logging.PythonFormatter())
-  handler.addFilter(_quiet_library_info)
+  handler.addFilter(quiet_library_info)
   pylogging.getLogger().addHandler(handler)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(_quiet_library_info)
+  logging.get_absl_handler().addFilter(quiet_library_info)
   sys.excepthook = _quiet_closed_event_loops(sys.excepthook)
   # Imported after flag parsing, so --help stays fast.
   from s3jax.cli import config_value

@@ -39,6 +39,10 @@ def _describe(value) -> str:
   return str(value)
 
 
+def _describe_error(err: Exception) -> str:
+  return f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
+
+
 def _save_failure_reason(err: Exception) -> str:
   """'no space left on device writing <path>' from Orbax's (often nested, multi-line) error text."""
   text = " ".join(str(err).split())
@@ -57,14 +61,17 @@ class CheckpointStore:
   identity differs is refused on restore, since two methods can share one latent structure.
   """
 
-  def __init__(self, directory: str, max_to_keep: int = 3, identity: dict | None = None):
+  def __init__(self, directory: str, max_to_keep: int = 3, identity: dict | None = None,
+               read_only: bool = False):
     self.directory = epath.Path(directory).absolute()
+    self._read_only = read_only  # for export and evaluation: touch nothing, a run may be writing here
     self._max_to_keep = max_to_keep
     self._identity = identity or {}
     self._saving_step = None
     self._unchecked = False  # a save was started and its outcome not yet checked
     self._failed = False
-    self._remove_unfinished_saves()
+    if not read_only:
+      self._remove_unfinished_saves()
     self._manager = self._open()
 
   def _open(self):
@@ -74,7 +81,8 @@ class CheckpointStore:
     policy = ocp.checkpoint_managers.LatestN(n=self._max_to_keep)
     return ocp.CheckpointManager(
         self.directory, handler_registry=registry,
-        options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=True))
+        options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=not self._read_only,
+                                             read_only=self._read_only))
 
   def _remove_unfinished_saves(self):
     """Temporary folders of saves that never completed (a crash, a full disk): no state to keep."""
@@ -140,10 +148,39 @@ class CheckpointStore:
       return state
     return None
 
+  def restore_params(self, abstract_state, step: int | None = None):
+    """(params, batch_stats, step) of the checkpoint at `step` (default: the latest), for inference: the
+    optimizer state and signs are not read, and nothing on disk is moved. Raises ConfigError."""
+    steps = self.all_steps()
+    if not steps:
+      raise ConfigError(f"no checkpoint in {self.directory}: train first, or check --workdir.")
+    if step is None:
+      step = steps[-1]
+    elif step not in steps:
+      raise ConfigError(f"no checkpoint at step {step} in {self.directory}; it holds steps {steps}.")
+    try:
+      metadata = self._manager.item_metadata(step).tree
+    except Exception as err:  # pylint: disable=broad-except
+      raise ConfigError(f"the checkpoint at step {step} in {self.directory} is unreadable "
+                        f"({_describe_error(err)}); pick another with --step (it holds {steps}).") from None
+    self._check_same_identity(step)
+    self._check_same_structure(step, metadata, abstract_state, "")
+    wanted = {"params": abstract_state.params, "batch_stats": abstract_state.batch_stats,
+              "step": abstract_state.step}
+    try:  # the same files the manager wrote, read partially by the PyTree handler
+      with ocp.PyTreeCheckpointer() as reader:
+        state = reader.restore(self.directory / str(step) / _ITEM, args=ocp.args.PyTreeRestore(
+            item=wanted, restore_args=ocp.checkpoint_utils.construct_restore_args(wanted),
+            partial_restore=True))
+    except Exception as err:  # pylint: disable=broad-except
+      raise ConfigError(f"the checkpoint at step {step} in {self.directory} could not be read "
+                        f"({_describe_error(err)}); pick another with --step (it holds {steps}).") from None
+    return state["params"], state["batch_stats"], int(state["step"])
+
   def _set_aside(self, step: int, err: Exception):
     target = self.directory.parent / "checkpoints_unreadable" / f"{step}.{int(time.time())}"
-    logging.warning("Checkpoint step %d in %s is unreadable (%s: %s); moving it to %s and trying the "
-                    "previous step.", step, self.directory, type(err).__name__, str(err)[:200], target)
+    logging.warning("Checkpoint step %d in %s is unreadable (%s); moving it to %s and trying the "
+                    "previous step.", step, self.directory, _describe_error(err), target)
     if jax.process_index() == 0:
       target.parent.mkdir(parents=True, exist_ok=True)
       (self.directory / str(step)).rename(target)

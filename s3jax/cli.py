@@ -1,4 +1,6 @@
-"""What the command-line shells share: flag and config errors end in one `error:` line, never a traceback."""
+"""What the command-line shells share: flag and config errors end in one `error:` line, never a traceback;
+libraries' INFO chatter stays out of the log."""
+import logging
 import sys
 
 from absl import flags
@@ -40,3 +42,14 @@ def config_value(config_flag):
     return value
   except Exception as err:  # pylint: disable=broad-except
     _exit(err)
+
+
+def quiet_library_info(record) -> bool:
+  """Keeps Orbax's and TensorFlow's INFO chatter out of the training log; their warnings and errors still
+  show, in one line each (s3jax reports what failed and what to do)."""
+  if not any(lib in record.pathname for lib in ("/orbax/", "/tensorflow")):
+    return True
+  if record.levelno < logging.WARNING or "read only" in record.getMessage().replace("_", " "):
+    return False  # INFO, and the read-only manager's notes when export/evaluate read a checkpoint
+  record.exc_info, record.exc_text = None, None
+  return True

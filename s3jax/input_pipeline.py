@@ -107,6 +107,11 @@ class InMemoryDataset:
   def _normalize(self, x):
     return (x - self.mean) / self.std
 
+  def input_spec(self) -> dict:
+    """What the model takes: for an export's manifest."""
+    return {"shape": [int(d) for d in self.image_shape], "mean": [self.mean], "std": [self.std],
+            "pixels": "grey levels scaled to [0, 1] (MNIST: /255, digits: /16), then (x - mean) / std"}
+
   def train_batch(self, step: int) -> dict:
     """This process's part of global batch `step`."""
     epoch, i = divmod(step, self.steps_per_epoch)

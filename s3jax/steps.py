@@ -73,12 +73,16 @@ def make_train_step(model, tx, schedule):
   return train_step
 
 
+def eval_logits(model, params, batch_stats, images):
+  """The model in eval mode on materialized weights: what every evaluation of a checkpoint computes."""
+  return model.apply({"params": materialize_tree(params), "batch_stats": batch_stats}, images, train=False)
+
+
 def make_eval_step(model):
   """(state, batch) -> sums of loss, top-1, top-5 and example count over the unmasked examples."""
 
   def eval_step(state: TrainState, batch):
-    logits = model.apply({"params": materialize_tree(state.params), "batch_stats": state.batch_stats},
-                         batch["image"], train=False)
+    logits = eval_logits(model, state.params, state.batch_stats, batch["image"])
     mask = batch["mask"].astype(jnp.float32)
     labels = batch["label"]
     return {

@@ -177,6 +177,15 @@ class TfdsDataset:
     return {"image": _normalize(image, self.mean, self.std), "label": tf.cast(example["label"], tf.int32),
             "mask": tf.constant(True)}
 
+  def input_spec(self) -> dict:
+    """What the model takes: for an export's manifest."""
+    if self.augment == "inception_crop":
+      resize = f"resized so the short side is {self.image_size}*256/224, centre crop {self.image_size}"
+    else:
+      resize = f"the whole image at {self.image_size}x{self.image_size}"
+    return {"shape": [int(d) for d in self.image_shape], "mean": list(self.mean), "std": list(self.std),
+            "pixels": f"RGB in [0, 255], {resize}, then (x - mean) / std per channel"}
+
   def _whole_image(self, image_bytes):
     if self._is_cifar:
       return tf.io.decode_png(image_bytes, channels=3)

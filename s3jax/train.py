@@ -39,8 +39,8 @@ def quant_identity(config) -> dict:
   return {"method": config.quant.method, "bits": int(config.quant.bits), "scale": config.quant.scale}
 
 
-def create_train_state(config, model, image_shape, steps_per_epoch: int, mesh):
-  """The initial state, replicated over `mesh`, and the optimizer's (tx, schedule)."""
+def _state_initializer(config, model, image_shape, steps_per_epoch: int):
+  """(init_state: key -> TrainState, tx, schedule)."""
   quantizer = quant.quantizer_from_config(config.quant)
 
   def init(key):
@@ -51,8 +51,7 @@ def create_train_state(config, model, image_shape, steps_per_epoch: int, mesh):
       params = quant.to_latents(params, config.quant.rules, latent_key, quantizer=quantizer)
     return params, variables["batch_stats"]
 
-  key = jax.random.key(config.seed)
-  abstract_params, _ = jax.eval_shape(init, key)
+  abstract_params, _ = jax.eval_shape(init, jax.random.key(config.seed))
   tx, schedule = make_optimizer(config, abstract_params, steps_per_epoch)
 
   def init_state(key):
@@ -61,8 +60,40 @@ def create_train_state(config, model, image_shape, steps_per_epoch: int, mesh):
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                       opt_state=tx.init(params), signs=signs, signs_step=jnp.zeros((), jnp.int32))
 
-  state = jax.jit(init_state, out_shardings=sharding.replicated(mesh))(key)
+  return init_state, tx, schedule
+
+
+def create_train_state(config, model, image_shape, steps_per_epoch: int, mesh):
+  """The initial state, replicated over `mesh`, and the optimizer's (tx, schedule)."""
+  init_state, tx, schedule = _state_initializer(config, model, image_shape, steps_per_epoch)
+  state = jax.jit(init_state, out_shardings=sharding.replicated(mesh))(jax.random.key(config.seed))
   return state, tx, schedule
+
+
+def abstract_train_state(config, model, image_shape, mesh):
+  """The train state's shapes, replicated over `mesh`, without computing it: a restore target."""
+  init_state, _, _ = _state_initializer(config, model, image_shape, 1)
+  shapes = jax.eval_shape(init_state, jax.random.key(config.seed))
+  replicated = sharding.replicated(mesh)
+  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)
+
+
+def restore_for_inference(config, workdir: str, image_shape, step: int | None = None):
+  """(model, params, batch_stats, step) of a workdir's checkpoint (latest, or `step`); the optimizer state
+  is not read. Raises ConfigError when the checkpoint does not fit `config`."""
+  validate_config(config, jax.device_count())
+  if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+    raise ConfigError(f"{workdir} holds no checkpoints/ directory: train there first, or fix --workdir.")
+  model = create_model(config.model, config.num_classes, config.half_precision)
+  mesh = sharding.make_data_mesh()
+  abstract = abstract_train_state(config, model, image_shape, mesh)
+  store = checkpointing.CheckpointStore(os.path.join(workdir, "checkpoints"), config.keep_checkpoints,
+                                        identity={"quant": quant_identity(config)}, read_only=True)
+  try:
+    params, batch_stats, step = store.restore_params(abstract, step)
+  finally:
+    store.close()
+  return model, params, batch_stats, step
 
 
 def jit_train_step(model, tx, schedule, mesh):

@@ -1,0 +1,61 @@
+r"""Evaluates a checkpoint or an export on the eval split, without training.
+
+  python evaluate.py --workdir=/tmp/s3_mnist                         # its latest checkpoint
+  python evaluate.py --workdir=/tmp/s3_mnist --step=200
+  python evaluate.py --export=/tmp/s3_mnist_export                   # the plain path
+  python evaluate.py --export=/tmp/s3_mnist_export --path=shift_add  # multiplication-free
+  python evaluate.py --export=/tmp/s3_mnist_export --path=stablehlo  # the serialised artifact
+
+The data come from --config (with --config.<key>=<value> overrides, as in train.py), or by default from
+the config the model was trained with. Ends with train.py's final line: final eval/top1 = ...
+"""
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "A file in configs/ (default: the training "
+                                          "config recorded in the workdir or export).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir: evaluate its checkpoint.")
+_EXPORT = flags.DEFINE_string("export", None, "An export directory written by export.py.")
+_STEP = flags.DEFINE_integer("step", None, "With --workdir: the checkpoint step (default: the latest).")
+_PATH = flags.DEFINE_enum("path", "plain", ["plain", "shift_add", "stablehlo"],
+                          "With --export: decoded weights, the multiplication-free path, or model.stablehlo.")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from absl import logging
+
+  from s3jax.cli import quiet_library_info
+  logging.get_absl_handler().addFilter(quiet_library_info)
+  if (_WORKDIR.value is None) == (_EXPORT.value is None):
+    raise SystemExit("error: give exactly one of --workdir (a checkpoint) or --export (an export directory).")
+  import ml_collections
+
+  from s3jax import deploy
+  from s3jax.cli import config_value
+  from s3jax.errors import ConfigError
+  from s3jax.export import read_manifest
+  try:
+    if flags.FLAGS["config"].present:
+      config = config_value(_CONFIG)
+    elif _WORKDIR.value:
+      config = deploy.workdir_config(_WORKDIR.value)
+    else:
+      config = ml_collections.ConfigDict(read_manifest(_EXPORT.value)["training_config"])
+    if _WORKDIR.value:
+      metrics, _, step = deploy.evaluate_checkpoint(config, _WORKDIR.value, _STEP.value)
+      what = f"checkpoint step {step} of {_WORKDIR.value}"
+    else:
+      metrics, _, step = deploy.evaluate_export(config, _EXPORT.value, _PATH.value)
+      what = f"export {_EXPORT.value} (step {step}, {_PATH.value} path)"
+  except ConfigError as err:
+    raise SystemExit(f"error: {err}") from None
+  print(f"evaluated {what} on {config.data.name}")
+  top5 = f"  eval/top5 = {metrics['eval/top5']:.4f}" if "eval/top5" in metrics else ""
+  print(f"final eval/top1 = {metrics['eval/top1']:.4f}{top5}  eval/loss = {metrics['eval/loss']:.4f}")
+
+
+if __name__ == "__main__":
+  from s3jax.cli import parse_flags
+  app.run(main, flags_parser=parse_flags)

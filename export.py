@@ -1,0 +1,49 @@
+r"""Exports a trained shift network at its bit width: bit-packed codes, float parts, a manifest, StableHLO.
+
+  python export.py --workdir=/tmp/s3_mnist --output=/tmp/s3_mnist_export
+  python export.py --workdir=/tmp/s3_mnist --output=/tmp/export_200 --step=200
+
+Reads the workdir's config.json and its latest checkpoint (or --step), parameters only. The layout is in
+README.md ('Export and deploy'); load it back with `s3jax.export.load(DIR)`.
+"""
+from absl import app, flags
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (holding config.json and checkpoints/).")
+_OUTPUT = flags.DEFINE_string("output", None, "A new or empty directory for the export.")
+_STEP = flags.DEFINE_integer("step", None, "The checkpoint step to export (default: the latest).")
+_STABLEHLO = flags.DEFINE_bool("stablehlo", True, "Also write model.stablehlo (the plain path, weights baked "
+                               "in), which runs with only jax installed.")
+flags.mark_flags_as_required(["workdir", "output"])
+
+
+def _mb(n: int) -> str:
+  return f"{n / 1e6:.3f} MB"
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  from absl import logging
+
+  from s3jax.cli import quiet_library_info
+  logging.get_absl_handler().addFilter(quiet_library_info)
+  from s3jax.deploy import export_checkpoint
+  from s3jax.errors import ConfigError
+  try:
+    manifest = export_checkpoint(_WORKDIR.value, _OUTPUT.value, _STEP.value, _STABLEHLO.value)
+  except ConfigError as err:
+    raise SystemExit(f"error: {err}") from None
+  sizes = manifest["sizes"]
+  method = "full precision" if manifest["method"] == "float" else f"{manifest['method']} {manifest['bits']}-bit"
+  print(f"exported {manifest['model']} ({method}) at step {manifest['step']} to {_OUTPUT.value}")
+  print(f"float32 model {_mb(sizes['float32_bytes'])}  export {_mb(sizes['export_bytes'])}  "
+        f"ratio {sizes['ratio']:.2f}x")
+  if sizes["quantized_weights"]:
+    print(f"quantized kernels: {sizes['quantized_weights']:,} weights, "
+          f"{_mb(4 * sizes['quantized_weights'])} as float32 -> {_mb(sizes['quantized_bytes'])} packed "
+          f"({sizes['quantized_ratio']:.2f}x)")
+
+
+if __name__ == "__main__":
+  from s3jax.cli import parse_flags
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,336 @@
+"""A trained shift network stored at its bit width: bit-packed codes, float parts, and a JSON manifest.
+
+Layout of an export directory (format 's3jax-export', version 1):
+
+  manifest.json                     what everything is (below), with a SHA-256 of every file
+  params/<layer path>.codes         a quantized kernel: one `bits_per_weight`-bit index per weight
+  params/<layer path>.scale.npy     its float scale, for scale='fixed' (scalar) or 'learned' (log, per channel)
+  params/<path>.npy                 every float parameter (stem, classifier, BatchNorm scale/bias)
+  batch_stats/<path>.npy            BatchNorm running statistics
+  model.stablehlo                   the plain path with the weights baked in (written by s3jax.inference)
+
+Packed codes: weights in the kernel's C order (Flax conv kernels are (kh, kw, in, out)); weight i holds
+an index into the entry's `codes` list in bits [i*w, (i+1)*w) of the file, least-significant bit first,
+where stream bit j is bit (j mod 8) of byte j div 8; the last byte is zero-padded. `codes[index]` is the
+method's signed code (0 is the weight 0, +-j the j-th smallest magnitude) and `values[index]` the unscaled
+weight, a power of two or 0. `w` is the bit width, except for the rare DeepShift-Q layer that holds exact
+zeros as well as all 2^bits signed powers of two (then w = bits + 1, and the manifest says so).
+
+`load(directory)` checks every file against the manifest before anything is decoded: a missing,
+truncated, edited or wrong-version file is one-line `ExportError` naming it, never a wrong prediction.
+"""
+import dataclasses
+import hashlib
+import json
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from s3jax import quant
+from s3jax.errors import ConfigError
+
+FORMAT = "s3jax-export"
+VERSION = 1
+MANIFEST = "manifest.json"
+
+
+class ExportError(ConfigError):
+  """An export that cannot be read as written; the message names the file and what to do."""
+
+
+# ------------------------------------------------------------------------------------------ bit packing
+
+def pack_indices(indices: np.ndarray, width: int) -> bytes:
+  """Unsigned `indices` (each < 2**width) as a little-endian bit stream of `width` bits each."""
+  indices = np.asarray(indices, np.uint8).reshape(-1)
+  if indices.size and int(indices.max()) >= 2 ** width:
+    raise ValueError(f"index {int(indices.max())} does not fit in {width} bits.")
+  bits = np.unpackbits(indices[:, None], axis=1, count=width, bitorder="little")
+  return np.packbits(bits.reshape(-1), bitorder="little").tobytes()
+
+
+def unpack_indices(data: bytes, count: int, width: int) -> np.ndarray:
+  """The inverse of `pack_indices`: `count` uint8 indices."""
+  bits = np.unpackbits(np.frombuffer(data, np.uint8), count=count * width, bitorder="little")
+  return np.packbits(bits.reshape(count, width), axis=1, bitorder="little").reshape(count)
+
+
+def packed_size(count: int, width: int) -> int:
+  return math.ceil(count * width / 8)
+
+
+# ------------------------------------------------------------------------------------------- the model
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class QuantizedKernel:
+  """A kernel as stored: signed int8 codes of `quantizer`, and its float scale (None for scale='none')."""
+  codes: jax.Array
+  scale: jax.Array | None
+  quantizer: quant.Quantizer = dataclasses.field(metadata=dict(static=True))
+
+  def unscaled(self, dtype=jnp.float32) -> jax.Array:
+    return self.quantizer.decode(self.codes, dtype)
+
+  def scale_factor(self):
+    """What multiplies the unscaled weight: the same value the trainer's `Scaled.factor()` gives."""
+    if self.scale is None:
+      return None
+    return quant.Scaled(None, self.scale, self.quantizer.scale == "learned").factor()
+
+  def weights(self, dtype=jnp.float32) -> jax.Array:
+    """The kernel the trainer materializes, bit for bit."""
+    w = self.unscaled(dtype)
+    return w if self.scale is None else w * self.scale_factor().astype(self.scale.dtype)
+
+
+def from_latents(params):
+  """The params tree with every latent replaced by its `QuantizedKernel` (codes and scale)."""
+
+  def convert(x):
+    if not quant.is_latent(x):
+      return np.asarray(x)
+    q = quant.quantizer_of(x)
+    scale = np.asarray(x.scale) if isinstance(x, quant.Scaled) else None
+    return QuantizedKernel(np.asarray(q.codes(x)), scale, q)
+
+  return jax.tree.map(convert, params, is_leaf=quant.is_latent)
+
+
+def is_quantized(x) -> bool:
+  return isinstance(x, QuantizedKernel)
+
+
+def decode_tree(params):
+  """Float weights: each `QuantizedKernel` decoded (exactly the trainer's materialized kernel)."""
+  return jax.tree.map(lambda x: x.weights() if is_quantized(x) else x, params, is_leaf=is_quantized)
+
+
+@dataclasses.dataclass
+class Export:
+  """A loaded export: the manifest, and params (with `QuantizedKernel` leaves) and batch_stats trees."""
+  manifest: dict
+  params: dict
+  batch_stats: dict
+  directory: str = ""
+
+  @property
+  def input_shape(self) -> tuple[int, int, int]:
+    spec = self.manifest["input"]
+    return tuple(spec["shape"])
+
+  def normalize(self, images: np.ndarray) -> np.ndarray:
+    """Pixels in the manifest's range -> the model's input ((x - mean) / std)."""
+    spec = self.manifest["input"]
+    return ((np.asarray(images, np.float32) - np.asarray(spec["mean"], np.float32))
+            / np.asarray(spec["std"], np.float32))
+
+  def create_model(self):
+    from s3jax.models import create_model  # the model zoo is a layer above this format
+    return create_model(self.manifest["model"], self.manifest["num_classes"])
+
+
+# ---------------------------------------------------------------------------------------------- writing
+
+def _code_table(q: quant.Quantizer, codes: np.ndarray) -> tuple[list[int], int]:
+  """The signed codes an index can stand for, and the index width in bits."""
+  m = len(q.magnitudes())
+  table = list(range(-m, 0)) + ([0] if q.has_zero else []) + list(range(1, m + 1))
+  if len(table) > 2 ** q.bits and 0 in table and not np.any(codes == 0):
+    table.remove(0)  # DeepShift-Q: 0 only where a latent is exactly 0
+  return table, max(q.bits, math.ceil(math.log2(len(table))))
+
+
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def _flat(tree, prefix: str) -> list[tuple[str, object]]:
+  leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_quantized)[0]
+  return [(f"{prefix}/{quant.path_name(p)}", x) for p, x in leaves]
+
+
+def _write_npy(directory: str, name: str, value) -> dict:
+  path = os.path.join(directory, name)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  value = np.asarray(value)
+  np.save(path, value, allow_pickle=False)
+  return {"file": name, "dtype": value.dtype.name, "shape": list(value.shape), "sha256": _sha256(path)}
+
+
+def write_export(params, batch_stats, output: str, *, model: str, num_classes: int, input_spec: dict,
+                 step: int, training_config: dict | None = None) -> dict:
+  """Writes `params` (latents or float) and `batch_stats` as an export into `output`; returns the manifest.
+
+  `input_spec`: {'shape': [h, w, c], 'mean', 'std', 'pixels': how raw pixels are scaled before that}.
+  """
+  os.makedirs(output, exist_ok=True)
+  arrays, quantizers = {}, set()
+  float32_bytes = stored_bytes = quantized_weights = quantized_bytes = 0
+  for name, x in _flat(from_latents(params), "params") + _flat(batch_stats, "batch_stats"):
+    if is_quantized(x):
+      q = x.quantizer
+      quantizers.add(dataclasses.replace(q, layout="auto", dense_in_axes=1))
+      codes = np.asarray(x.codes)
+      table, width = _code_table(q, codes)
+      lookup = {c: i for i, c in enumerate(table)}
+      indices = np.vectorize(lookup.__getitem__, otypes=[np.uint8])(codes) if codes.size else codes
+      path = os.path.join(output, name + ".codes")
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      with open(path, "wb") as f:
+        f.write(pack_indices(indices, width))
+      values = [float(v) for v in q.decode(np.asarray(table, np.int8))]  # powers of two: exact
+      entry = {"kind": "codes", "file": name + ".codes", "shape": list(codes.shape),
+               "bits_per_weight": width, "codes": table, "values": values,
+               "bytes": os.path.getsize(path), "sha256": _sha256(path)}
+      if width > q.bits:
+        entry["note"] = f"exact zeros as well as every power of two: {width} bits per weight"
+      stored_bytes += entry["bytes"]
+      quantized_bytes += entry["bytes"]
+      quantized_weights += codes.size
+      float32_bytes += 4 * codes.size
+      if x.scale is not None:
+        entry["scale"] = {**_write_npy(output, name + ".scale.npy", x.scale),
+                          "learned": q.scale == "learned"}
+        scale_bytes = int(np.asarray(x.scale).nbytes)
+        stored_bytes += scale_bytes
+        quantized_bytes += scale_bytes
+      arrays[name] = entry
+    else:
+      entry = _write_npy(output, name + ".npy", x)
+      entry["kind"] = "float"
+      arrays[name] = entry
+      nbytes = int(np.asarray(x).nbytes)
+      stored_bytes += nbytes
+      float32_bytes += nbytes
+  if len({(q.method, q.bits, q.scale) for q in quantizers}) > 1:
+    raise ConfigError(f"an export holds one method at one bit width; these params mix "
+                      f"{sorted(q.describe() for q in quantizers)}.")
+  q = next(iter(quantizers), None)
+  manifest = {
+      "format": FORMAT, "version": VERSION,
+      "model": model, "num_classes": int(num_classes),
+      "method": q.method if q else "float", "bits": q.bits if q else 32, "scale": q.scale if q else "none",
+      "levels": [float(v) for v in q.levels()] if q else [],
+      "input": input_spec, "step": int(step),
+      "sizes": {"float32_bytes": float32_bytes, "export_bytes": stored_bytes,
+                "ratio": float32_bytes / max(stored_bytes, 1),
+                "quantized_weights": quantized_weights, "quantized_bytes": quantized_bytes,
+                "quantized_ratio": 4 * quantized_weights / max(quantized_bytes, 1)},
+      "arrays": arrays,
+      "training_config": training_config or {},
+  }
+  _write_manifest(output, manifest)
+  return manifest
+
+
+def _write_manifest(output: str, manifest: dict):
+  tmp = os.path.join(output, MANIFEST + ".tmp")
+  with open(tmp, "w") as f:
+    json.dump(manifest, f, indent=1)
+  os.replace(tmp, os.path.join(output, MANIFEST))
+
+
+def add_file(directory: str, key: str, name: str, **info) -> dict:
+  """Records one more file of the export (e.g. the StableHLO artifact) in its manifest, with a checksum."""
+  manifest = read_manifest(directory)
+  path = os.path.join(directory, name)
+  manifest[key] = {"file": name, "bytes": os.path.getsize(path), "sha256": _sha256(path), **info}
+  _write_manifest(directory, manifest)
+  return manifest
+
+
+# ---------------------------------------------------------------------------------------------- reading
+
+def read_manifest(directory: str) -> dict:
+  path = os.path.join(directory, MANIFEST)
+  if not os.path.isfile(path):
+    raise ExportError(f"{path} not found: --export must be a directory written by export.py.")
+  try:
+    with open(path) as f:
+      manifest = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    raise ExportError(f"{path} is not valid JSON ({err.msg if hasattr(err, 'msg') else err}): the file "
+                      "was truncated or edited; export the model again.") from None
+  if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+    raise ExportError(f"{path} is not an s3jax export manifest (no format '{FORMAT}').")
+  if manifest.get("version") != VERSION:
+    raise ExportError(f"{path} has format version {manifest.get('version')!r}; this s3jax reads version "
+                      f"{VERSION}. Export again with this version, or use the s3jax that wrote it.")
+  return manifest
+
+
+def verified_path(directory: str, entry: dict) -> str:
+  """The file of a manifest entry, after checking it exists and matches its checksum."""
+  name = entry.get("file", "?")
+  path = os.path.join(directory, name)
+  if not os.path.isfile(path):
+    raise ExportError(f"{path} is missing; the export is incomplete, export the model again.")
+  if _sha256(path) != entry.get("sha256"):
+    raise ExportError(f"{path} does not match the checksum in {MANIFEST} (truncated or edited); export "
+                      "the model again.")
+  return path
+
+
+def _load_npy(directory: str, entry: dict) -> np.ndarray:
+  value = np.load(verified_path(directory, entry), allow_pickle=False)
+  if list(value.shape) != entry["shape"] or value.dtype.name != entry["dtype"]:
+    raise ExportError(f"{os.path.join(directory, entry['file'])} holds {value.dtype.name}{list(value.shape)}"
+                      f", not the manifest's {entry['dtype']}{entry['shape']}; export the model again.")
+  return value
+
+
+def _load_codes(directory: str, entry: dict, q: quant.Quantizer) -> QuantizedKernel:
+  path = verified_path(directory, entry)
+  count = int(np.prod(entry["shape"], dtype=np.int64))
+  width = entry["bits_per_weight"]
+  with open(path, "rb") as f:
+    data = f.read()
+  if len(data) != packed_size(count, width):
+    raise ExportError(f"{path} has {len(data)} bytes, not the {packed_size(count, width)} its shape needs.")
+  indices = unpack_indices(data, count, width)
+  table = np.asarray(entry["codes"], np.int8)
+  if indices.size and int(indices.max()) >= len(table):
+    raise ExportError(f"{path} holds index {int(indices.max())} beyond its {len(table)} codes.")
+  codes = table[indices].reshape(entry["shape"])
+  scale = _load_npy(directory, entry["scale"]) if "scale" in entry else None
+  return QuantizedKernel(codes, scale, q)
+
+
+def _nest(flat: dict) -> dict:
+  tree = {}
+  for name, value in flat.items():
+    node = tree
+    *parents, leaf = name.split("/")
+    for part in parents:
+      node = node.setdefault(part, {})
+    node[leaf] = value
+  return tree
+
+
+def load(directory: str) -> Export:
+  """Reads an export written by `write_export`, checking every file against the manifest."""
+  manifest = read_manifest(directory)
+  q = None
+  if manifest["method"] != "float":
+    try:
+      q = quant.quantizer(manifest["method"], manifest["bits"], scale=manifest["scale"])
+    except ConfigError as err:
+      raise ExportError(f"{os.path.join(directory, MANIFEST)}: {err}") from None
+  flat = {}
+  for name, entry in manifest["arrays"].items():
+    if entry.get("kind") == "codes":
+      if q is None:
+        raise ExportError(f"{os.path.join(directory, MANIFEST)} lists codes for {name} in a float export.")
+      flat[name] = _load_codes(directory, entry, q)
+    else:
+      flat[name] = _load_npy(directory, entry)
+  tree = _nest(flat)
+  return Export(manifest, tree.get("params", {}), tree.get("batch_stats", {}), directory)
