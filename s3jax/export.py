@@ -180,8 +180,7 @@ def write_export(params, batch_stats, output: str, *, model: str, num_classes: i
       quantizers.add(dataclasses.replace(q, layout="auto", dense_in_axes=1))
       codes = np.asarray(x.codes)
       table, width = _code_table(q, codes)
-      lookup = {c: i for i, c in enumerate(table)}
-      indices = np.vectorize(lookup.__getitem__, otypes=[np.uint8])(codes) if codes.size else codes
+      indices = np.searchsorted(np.asarray(table), codes).astype(np.uint8)  # the table is ascending
       path = os.path.join(output, name + ".codes")
       os.makedirs(os.path.dirname(path), exist_ok=True)
       with open(path, "wb") as f:

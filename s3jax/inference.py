@@ -6,8 +6,9 @@
   `y = sum_k ldexp(conv(x, T_k), k)`, with `T_k` the {-1, 0, +1} mask of the weights +-2^k: the weights
   only add, subtract and shift. A learned or fixed scale is one multiply per output channel after the sum
   (foldable into the next BatchNorm). Agrees with the plain path to float rounding.
-- `export_stablehlo(export)`: the plain path with the weights baked in, serialised by `jax.export`, so that
-  a process with only `jax` installed can run it (see `load_stablehlo`).
+- `export_stablehlo(export)`: the plain path with the weights baked in (as int8 codes, decoded inside),
+  serialised by `jax.export`, so that a process with only `jax` installed can run it (see
+  `load_stablehlo`). Its logits equal the plain path's.
 """
 import os
 
@@ -88,7 +89,14 @@ def _modules_with_codes(params, path=()):
 
 def export_stablehlo(export: Export) -> str:
   """Serialises the plain path, weights baked in and any batch size, into the export; returns its path."""
-  apply = plain_apply(export)
+  model = export.create_model()
+
+  def apply(images):
+    # The barrier keeps XLA from constant-folding the baked weights (BatchNorm's statistics into the
+    # convs, say), which would change the float rounding: the artifact's logits equal the plain path's.
+    params, batch_stats = jax.lax.optimization_barrier((export.params, export.batch_stats))
+    return model.apply({"params": decode_tree(params), "batch_stats": batch_stats}, images, train=False)
+
   batch = jax.export.symbolic_shape("batch")
   spec = jax.ShapeDtypeStruct((*batch, *export.input_shape), jnp.float32)
   exported = jax.export.export(jax.jit(apply))(spec)
