@@ -37,7 +37,8 @@ def main(argv):
   method = "full precision" if manifest["method"] == "float" else f"{manifest['method']} {manifest['bits']}-bit"
   print(f"exported {manifest['model']} ({method}) at step {manifest['step']} to {_OUTPUT.value}")
   print(f"float32 model {_mb(sizes['float32_bytes'])}  export {_mb(sizes['export_bytes'])}  "
-        f"ratio {sizes['ratio']:.2f}x")
+        f"ratio {sizes['ratio']:.2f}x  (array files on disk, .npy headers included: "
+        f"{_mb(sizes['files_bytes'])})")
   if sizes["quantized_weights"]:
     print(f"quantized kernels: {sizes['quantized_weights']:,} weights, "
           f"{_mb(4 * sizes['quantized_weights'])} as float32 -> {_mb(sizes['quantized_bytes'])} packed "

@@ -13,6 +13,7 @@ import ml_collections
 
 from s3jax import export as export_format
 from s3jax import inference
+from s3jax.config import base_config
 from s3jax.errors import ConfigError
 from s3jax.input_pipeline import create_dataset
 from s3jax.steps import eval_logits
@@ -28,9 +29,19 @@ def workdir_config(workdir: str) -> ml_collections.ConfigDict:
     raise ConfigError(f"{path} not found: --workdir must be a directory train.py wrote.")
   try:
     with open(path) as f:
-      return ml_collections.ConfigDict(json.load(f))
+      saved = json.load(f)
   except ValueError as err:
     raise ConfigError(f"{path} is not valid JSON ({err}); pass the training config with --config.") from None
+  # Keys added to s3jax after the run was trained take their defaults.
+  return ml_collections.ConfigDict(_merged(base_config().to_dict(), saved))
+
+
+def _merged(defaults: dict, saved: dict) -> dict:
+  out = dict(defaults)
+  for key, value in saved.items():
+    out[key] = (_merged(defaults[key], value) if isinstance(value, dict) and isinstance(defaults.get(key), dict)
+                else value)
+  return out
 
 
 def _dataset_for(config):

@@ -213,6 +213,8 @@ def write_export(params, batch_stats, output: str, *, model: str, num_classes: i
     raise ConfigError(f"an export holds one method at one bit width; these params mix "
                       f"{sorted(q.describe() for q in quantizers)}.")
   q = next(iter(quantizers), None)
+  files = [e["file"] for e in arrays.values()] + [e["scale"]["file"] for e in arrays.values() if "scale" in e]
+  files_bytes = sum(os.path.getsize(os.path.join(output, name)) for name in files)  # with .npy headers
   manifest = {
       "format": FORMAT, "version": VERSION,
       "model": model, "num_classes": int(num_classes),
@@ -220,7 +222,7 @@ def write_export(params, batch_stats, output: str, *, model: str, num_classes: i
       "levels": [float(v) for v in q.levels()] if q else [],
       "input": input_spec, "step": int(step),
       "sizes": {"float32_bytes": float32_bytes, "export_bytes": stored_bytes,
-                "ratio": float32_bytes / max(stored_bytes, 1),
+                "ratio": float32_bytes / max(stored_bytes, 1), "files_bytes": files_bytes,
                 "quantized_weights": quantized_weights, "quantized_bytes": quantized_bytes,
                 "quantized_ratio": 4 * quantized_weights / max(quantized_bytes, 1)},
       "arrays": arrays,
