@@ -1,4 +1,5 @@
 """export.py and evaluate.py on a real short run: packed codes, the three inference paths, corrupted files."""
+import dataclasses
 import json
 import os
 import shutil
@@ -188,8 +189,9 @@ def test_every_method_round_trips_and_runs_without_multiplications(method, scale
   params = quant.to_latents(variables["params"], quant.DEFAULT_RESNET_RULES, jax.random.key(1), quantizer=q)
   if method == "deepshift_q":  # exact zeros next to all eight signed powers of two need a 4th bit
     path = ["stage1_block0", "conv1", "kernel"]
-    latent = params[path[0]][path[1]][path[2]]
-    params[path[0]][path[1]][path[2]] = latent.__class__(latent.weight.at[0, 0, 0, :3].set(0.0), latent.bits)
+    scaled = params[path[0]][path[1]][path[2]]
+    latent = dataclasses.replace(scaled.latent, weight=scaled.latent.weight.at[0, 0, 0, :3].set(0.0))
+    params[path[0]][path[1]][path[2]] = dataclasses.replace(scaled, latent=latent)
   spec = {"shape": [8, 8, 1], "mean": [0.0], "std": [1.0], "pixels": "test"}
   manifest = write_export(params, variables["batch_stats"], str(tmp_path), model="resnet20", num_classes=10,
                           input_spec=spec, step=0)
