@@ -4,9 +4,10 @@ r"""What S3 costs over full precision: train-step time, compile time and peak me
   python benchmarks/step_time.py --model=resnet50 --batch=128 --image_size=224 --half_precision  # GPU
 
 Times the trainer's jitted step for S3 (--bits) and full precision (bits=32) of the same model in one
-process, interleaved step by step, and reports medians after warm-up. Peak memory is measured in two
-separate child processes (device memory stats on GPU, peak RSS on CPU), plus XLA's own compiled memory
-analysis. Ends with one JSON line.
+process, interleaved step by step, and reports medians after warm-up; --compare_unfused adds S3 with the
+pull-back outside the update (the step before the fused one). Peak memory is measured in separate child
+processes (device memory stats on GPU, peak RSS on CPU), plus XLA's own compiled memory analysis and,
+from the compiled HLO, fusion and copy counts. Ends with one JSON line.
 """
 import argparse
 import json
@@ -20,9 +21,10 @@ import time
 import jax
 
 from s3jax import sharding
-from s3jax.benchmarking import compiled_step, synthetic_step
+from s3jax.benchmarking import compiled_step, fusion_and_copy_counts, synthetic_step
 
 FP_BITS = 32
+VARIANTS = ("s3", "fp", "s3_unfused")
 
 
 def parse_args(argv=None):
@@ -35,17 +37,21 @@ def parse_args(argv=None):
   parser.add_argument("--warmup", type=int, default=2)
   parser.add_argument("--num_classes", type=int, default=1000)
   parser.add_argument("--half_precision", action="store_true")
-  parser.add_argument("--skip_memory", action="store_true", help="skip the two memory child processes")
-  parser.add_argument("--only", choices=("s3", "fp"), help=argparse.SUPPRESS)  # memory child mode
+  parser.add_argument("--skip_memory", action="store_true", help="skip the memory child processes")
+  parser.add_argument("--compare_unfused", action="store_true",
+                      help="also time S3 with the pull-back outside the update")
+  parser.add_argument("--only", choices=VARIANTS, help=argparse.SUPPRESS)  # memory child mode
   return parser.parse_args(argv)
 
 
-def build(args, bits, mesh):
+def build(args, variant, mesh):
+  bits = FP_BITS if variant == "fp" else args.bits
   state, step, batch = synthetic_step(args.model, args.batch, args.image_size, bits, mesh,
-                                      args.num_classes, args.half_precision)
+                                      args.num_classes, args.half_precision,
+                                      fused_pullback=False if variant == "s3_unfused" else None)
   compiled, compile_s = compiled_step(state, step, batch)
   return {"state": state, "step": compiled, "batch": batch, "compile_s": compile_s,
-          "memory": compiled.memory_analysis()}
+          "memory": compiled.memory_analysis(), "hlo": fusion_and_copy_counts(compiled.as_text())}
 
 
 def run_step(variant) -> float:
@@ -59,7 +65,7 @@ def peak_memory_child(args) -> dict:
   """One variant alone in this process: run a few steps, report peak memory."""
   mesh = sharding.make_data_mesh()
   with jax.set_mesh(mesh):
-    variant = build(args, args.bits if args.only == "s3" else FP_BITS, mesh)
+    variant = build(args, args.only, mesh)
     for _ in range(3):
       run_step(variant)
   stats = jax.devices()[0].memory_stats() or {}
@@ -75,17 +81,20 @@ def peak_rss_bytes() -> int:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def measure_peak_memory(args) -> dict:
+def measure_peak_memory(args, names) -> dict:
   out = {}
-  for which in ("s3", "fp"):
+  for which in names:
     cmd = [sys.executable, os.path.abspath(__file__), f"--model={args.model}", f"--batch={args.batch}",
            f"--image_size={args.image_size}", f"--bits={args.bits}", f"--num_classes={args.num_classes}",
            f"--only={which}"] + (["--half_precision"] if args.half_precision else [])
     result = subprocess.run(cmd, capture_output=True, text=True, check=True)
     out[which] = json.loads(result.stdout.strip().splitlines()[-1])
   key = "peak_device_bytes" if out["s3"]["peak_device_bytes"] else "peak_rss_bytes"
-  return {"memory_kind": key, "s3_peak_bytes": out["s3"][key], "fp_peak_bytes": out["fp"][key],
-          "memory_ratio": round(out["s3"][key] / out["fp"][key], 3)}
+  result = {"memory_kind": key, **{f"{n}_peak_bytes": out[n][key] for n in names},
+            "memory_ratio": round(out["s3"][key] / out["fp"][key], 3)}
+  if "s3_unfused" in out:
+    result["unfused_memory_ratio"] = round(out["s3_unfused"][key] / out["fp"][key], 3)
+  return result
 
 
 def main():
@@ -93,35 +102,40 @@ def main():
   if args.only:
     print(json.dumps(peak_memory_child(args)))
     return
+  names = VARIANTS if args.compare_unfused else VARIANTS[:2]
   mesh = sharding.make_data_mesh()
   with jax.set_mesh(mesh):
-    variants = {"s3": build(args, args.bits, mesh), "fp": build(args, FP_BITS, mesh)}
+    variants = {name: build(args, name, mesh) for name in names}
     for _ in range(args.warmup):
       for v in variants.values():
         run_step(v)
-    times = {"s3": [], "fp": []}
+    times = {name: [] for name in names}
     for i in range(args.steps):
-      for name in (("s3", "fp") if i % 2 == 0 else ("fp", "s3")):  # interleaved, order alternating
+      for name in (names if i % 2 == 0 else names[::-1]):  # interleaved, order alternating
         times[name].append(run_step(variants[name]))
-    print(f"per-step times (s): s3 {[round(t, 4) for t in times['s3']]}", file=sys.stderr)
-    print(f"                    fp {[round(t, 4) for t in times['fp']]}", file=sys.stderr)
+    for name in names:
+      print(f"per-step times (s): {name:>10} {[round(t, 4) for t in times[name]]}", file=sys.stderr)
 
-  s3_s, fp_s = statistics.median(times["s3"]), statistics.median(times["fp"])
-  mem_s3, mem_fp = variants["s3"]["memory"], variants["fp"]["memory"]
+  median = {name: statistics.median(times[name]) for name in names}
   result = {
       "model": args.model, "batch": args.batch, "image_size": args.image_size, "bits": args.bits,
       "half_precision": args.half_precision, "backend": jax.default_backend(),
       "device": jax.devices()[0].device_kind, "devices": jax.device_count(),
-      "s3_step_s": round(s3_s, 5), "fp_step_s": round(fp_s, 5), "ratio": round(s3_s / fp_s, 3),
-      "s3_images_per_s": round(args.batch / s3_s, 1), "fp_images_per_s": round(args.batch / fp_s, 1),
-      "s3_compile_s": round(variants["s3"]["compile_s"], 2),
-      "fp_compile_s": round(variants["fp"]["compile_s"], 2),
-      # XLA's compiled memory analysis: arguments = train state + batch, temp = activations etc.
-      "s3_argument_bytes": mem_s3.argument_size_in_bytes, "fp_argument_bytes": mem_fp.argument_size_in_bytes,
-      "s3_temp_bytes": mem_s3.temp_size_in_bytes, "fp_temp_bytes": mem_fp.temp_size_in_bytes,
+      "s3_step_s": round(median["s3"], 5), "fp_step_s": round(median["fp"], 5),
+      "ratio": round(median["s3"] / median["fp"], 3),
+      "s3_images_per_s": round(args.batch / median["s3"], 1),
+      "fp_images_per_s": round(args.batch / median["fp"], 1),
   }
+  if "s3_unfused" in median:
+    result["unfused_ratio"] = round(median["s3_unfused"] / median["fp"], 3)
+  for name, v in variants.items():
+    # XLA's compiled memory analysis: arguments = train state + batch, temp = activations etc.
+    result.update({f"{name}_compile_s": round(v["compile_s"], 2),
+                   f"{name}_argument_bytes": v["memory"].argument_size_in_bytes,
+                   f"{name}_temp_bytes": v["memory"].temp_size_in_bytes,
+                   **{f"{name}_{k}": n for k, n in v["hlo"].items()}})
   if not args.skip_memory:
-    result.update(measure_peak_memory(args))
+    result.update(measure_peak_memory(args, names))
   print(json.dumps(result))
 
 

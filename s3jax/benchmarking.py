@@ -13,6 +13,7 @@ import numpy as np
 from s3jax import sharding
 from s3jax.config import base_config
 from s3jax.models import create_model
+from s3jax.steps import fuses_pullback
 from s3jax.train import create_train_state, jit_train_step
 
 _DTYPE_BYTES = {"f64": 8, "f32": 4, "bf16": 2, "f16": 2, "s64": 8, "s32": 4, "u32": 4, "s8": 1, "u8": 1,
@@ -25,12 +26,17 @@ FULL_PRECISION_BITS = 32
 
 def synthetic_step(model_name: str, batch: int, image_size: int, bits: int, mesh=None,
                    num_classes: int = 1000, half_precision: bool = False, channels: int = 3,
-                   method: str = "s3"):
-  """(state, jitted train step, global batch) for one model, method and bit width (bits 32: float)."""
+                   method: str = "s3", fused_pullback: bool | None = None):
+  """(state, jitted train step, global batch) for one model, method and bit width (bits 32: float).
+
+  A constant learning rate, so that the parameters move as in training. `fused_pullback`: None for the
+  trainer's choice (`s3jax.steps.fuses_pullback`), or forced on or off to compare.
+  """
   mesh = mesh or sharding.make_data_mesh()
   config = base_config()
   config.model, config.num_classes, config.batch_size = model_name, num_classes, batch
   config.half_precision, config.num_epochs = half_precision, 1
+  config.optim.schedule = "constant"  # one epoch of the per-epoch cosine would run at lr 0
   if bits == FULL_PRECISION_BITS:
     config.quant.method = "float"
   else:
@@ -41,7 +47,10 @@ def synthetic_step(model_name: str, batch: int, image_size: int, bits: int, mesh
   rng = np.random.default_rng(0)
   local = {"image": rng.standard_normal((batch, *image_shape), dtype=np.float32),
            "label": rng.integers(0, num_classes, batch).astype(np.int32)}
-  return state, jit_train_step(model, tx, schedule, mesh), sharding.global_batch(local, mesh)
+  if fused_pullback is None:
+    fused_pullback = fuses_pullback(config.optim.optimizer, state.params)
+  step = jit_train_step(model, tx, schedule, mesh, fused_pullback)
+  return state, step, sharding.global_batch(local, mesh)
 
 
 def _shape_bytes(shape_text: str) -> int:
@@ -68,6 +77,27 @@ def collective_bytes(hlo_text: str) -> dict:
         shape = " ".join(parts[len(parts) // 2:])
       totals[kind] += _shape_bytes(shape)
   return totals
+
+
+def _top_level_instructions(hlo_text: str) -> list[str]:
+  """Instructions of the computations that run as such (entry, cond branches), not those inside fusions."""
+  keep, lines = False, []
+  for line in hlo_text.splitlines():
+    if line and not line.startswith(" "):
+      keep = not re.search(r"fused|fusion|wrapped", line.split("(")[0])
+    elif keep:
+      lines.append(line)
+  return lines
+
+
+def fusion_and_copy_counts(hlo_text: str) -> dict:
+  """From compiled HLO text: fusions run (and how many have several outputs), and the copies between
+  buffers (count and bytes) outside fusions."""
+  lines = _top_level_instructions(hlo_text)
+  fusions = [m.group(1) for l in lines if (m := re.match(r"\s*(?:ROOT )?%?[\w.\-]+ = (.+?) fusion\(", l))]
+  copies = [m.group(1) for l in lines if (m := re.match(r"\s*(?:ROOT )?%?[\w.\-]+ = (\S+) copy\(", l))]
+  return {"fusions": len(fusions), "multi_output_fusions": sum(f.startswith("(") for f in fusions),
+          "copies": len(copies), "copy_bytes": sum(_shape_bytes(c) for c in copies)}
 
 
 def compiled_step(state, step, batch):

@@ -6,7 +6,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from s3jax.quant import materialize_tree, project_tree
+from s3jax.quant import (exact_pullback, gradient_proxies, materialize_tree, project_tree,
+                         proxy_pullback)
 
 
 @flax.struct.dataclass
@@ -29,16 +30,29 @@ def topk_correct(logits, labels, k: int):
   return jnp.any(top == labels[:, None], axis=-1)
 
 
-def make_train_step(model, tx, schedule):
+def make_train_step(model, tx, schedule, fused_pullback: bool = False):
   """(state, batch) -> (state, metrics).
 
-  The loss is differentiated w.r.t. the materialized weights W, and dL/dW is then pulled back through
-  `materialize_tree`. Under data parallelism the cross-device reduction therefore happens on dL/dW, one
-  weight-sized tensor per layer, and the pull-back to the 2+K latents is local.
+  The loss is differentiated w.r.t. the materialized weights W, and dL/dW is then pulled back to the
+  latents. Under data parallelism the cross-device reduction therefore happens on dL/dW, one weight-sized
+  tensor per layer, and the pull-back to the 2+K latents is local.
+
+  `fused_pullback` (see `fuses_pullback`): the pull-back runs inside the non-finite guard's `lax.cond`,
+  next to the optimizer update, so XLA fuses each latent's gradient into its update and never writes the
+  2+K latent gradients to memory. It reads the latents' int8 gradient proxies (`quant.gradient_proxies`,
+  taken before the cond), not the latents: a latent's gradient reads the other latents of its layer,
+  which the in-place update overwrites, and XLA would otherwise copy every latent first
+  (docs/PERFORMANCE.md). Otherwise the pull-back runs before the cond.
   """
 
   def train_step(state: TrainState, batch):
-    weights, pullback = jax.vjp(jax.checkpoint(materialize_tree), state.params)
+    if fused_pullback:
+      weights = materialize_tree(state.params)
+      proxies = gradient_proxies(state.params)
+      pullback = lambda weight_grads: proxy_pullback(proxies, state.params, weight_grads)
+    else:
+      weights, vjp = jax.vjp(jax.checkpoint(materialize_tree), state.params)
+      pullback = lambda weight_grads: vjp(weight_grads)[0]
 
     def loss_fn(weights):
       logits, updated = model.apply({"params": weights, "batch_stats": state.batch_stats},
@@ -46,10 +60,11 @@ def make_train_step(model, tx, schedule):
       return jnp.mean(cross_entropy_loss(logits, batch["label"])), (logits, updated["batch_stats"])
 
     (loss, (logits, batch_stats)), weight_grads = jax.value_and_grad(loss_fn, has_aux=True)(weights)
-    (grads,) = pullback(weight_grads)
+    grads = None if fused_pullback else pullback(weight_grads)
 
     def apply_update(_):
-      updates, opt_state = tx.update(grads, state.opt_state, state.params)
+      updates, opt_state = tx.update(pullback(weight_grads) if fused_pullback else grads,
+                                     state.opt_state, state.params)
       return project_tree(optax.apply_updates(state.params, updates)), batch_stats, opt_state
 
     def keep_state(_):
@@ -71,6 +86,15 @@ def make_train_step(model, tx, schedule):
     return new_state, metrics
 
   return train_step
+
+
+def fuses_pullback(optimizer: str, params) -> bool:
+  """Whether the train step fuses the pull-back into the update for this optimizer and params tree: SGD,
+  and latents with an exact pull-back (S3, DeepShift-Q and -PS, without scales; `quant.exact_pullback`),
+  so that the fused step's parameters are bit-identical to the unfused one's (tests/test_optim.py).
+  Elsewhere (DenseShift's sqrt surrogate, scales, RAdam) XLA's other fusion would change the float
+  rounding in the last bit, so the step stays unfused."""
+  return optimizer == "sgd" and exact_pullback(params)
 
 
 def eval_logits(model, params, batch_stats, images):

@@ -16,7 +16,7 @@ from s3jax.errors import ConfigError
 from s3jax.metrics import MetricWriter
 from s3jax.models import create_model
 from s3jax.optim import make_optimizer, total_train_steps
-from s3jax.steps import TrainState, make_eval_step, make_train_step
+from s3jax.steps import TrainState, fuses_pullback, make_eval_step, make_train_step
 
 
 class TrainingStopped(RuntimeError):
@@ -96,10 +96,11 @@ def restore_for_inference(config, workdir: str, image_shape, step: int | None = 
   return model, params, batch_stats, step
 
 
-def jit_train_step(model, tx, schedule, mesh):
-  """The train step, jitted over `mesh`: state replicated and donated, batch sharded on 'data'."""
+def jit_train_step(model, tx, schedule, mesh, fused_pullback: bool = False):
+  """The train step, jitted over `mesh`: state replicated and donated, batch sharded on 'data'.
+  `fused_pullback`: see `s3jax.steps.fuses_pullback`."""
   replicated, batched = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-  return jax.jit(make_train_step(model, tx, schedule), in_shardings=(replicated, batched),
+  return jax.jit(make_train_step(model, tx, schedule, fused_pullback), in_shardings=(replicated, batched),
                  out_shardings=(replicated, replicated), donate_argnums=0)
 
 
@@ -312,7 +313,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   writer = MetricWriter(workdir, enabled=is_writer)
   writer.truncate_after(start_step)
 
-  train_step = jit_train_step(model, tx, schedule, mesh)
+  train_step = jit_train_step(model, tx, schedule, mesh,
+                              fuses_pullback(config.optim.optimizer, state.params))
   weight_statistics = make_weight_statistics(config.quant.rules, mesh)
   eval_step = jax.jit(make_eval_step(model), in_shardings=(sharding.replicated(mesh),
                                                            sharding.batch_sharding(mesh)),

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import flax.linen as nn
 import pytest
 
 import s3jax
@@ -166,3 +167,67 @@ def test_radam_option_runs_deepshift_recipe():
   assert float(p["k"].shift.max()) <= 0 and float(p["k"].shift.min()) >= -2
   with pytest.raises(ValueError, match="optim.optimizer='adam' is unknown"):
     make_optimizer(optim_config(**{"optim.optimizer": "adam"}), p, steps_per_epoch=1)
+
+
+class _TinyNet(nn.Module):
+  """conv - BatchNorm - conv - dense: two quantized kernels with a normalisation, as in a ResNet."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = True):
+    x = nn.relu(nn.BatchNorm(use_running_average=not train)(nn.Conv(8, (3, 3), use_bias=False)(x)))
+    x = nn.relu(nn.Conv(8, (3, 3), use_bias=False)(x))
+    return nn.Dense(10)(x.mean(axis=(1, 2)))
+
+
+@pytest.mark.parametrize("method,scale,optimizer,fused", [
+    ("s3", "none", "sgd", True), ("deepshift_q", "none", "sgd", True), ("deepshift_ps", "none", "sgd", True),
+    ("s3", "learned", "sgd", False), ("denseshift", "none", "sgd", False), ("s3", "none", "radam", False)])
+def test_train_step_is_bit_identical_to_the_optax_chain(method, scale, optimizer, fused):
+  """The trainer's step (pull-back from int8 gradient proxies inside the guard) against the plain form:
+  dL/dW pulled back through materialize_tree at the latents, the optax chain, apply_updates, project_tree.
+  Every leaf, every step."""
+  from s3jax.steps import TrainState, fuses_pullback, make_train_step
+  from s3jax.config import base_config
+  config = apply_overrides(base_config(), {
+      "batch_size": 8, "optim.schedule": "constant", "optim.lr": 3.0, "optim.weight_decay": 1e-3,
+      "optim.optimizer": optimizer, "quant.method": method, "quant.scale": scale, "quant.dense_penalty": 1e-2})
+  model = _TinyNet()
+  rng = np.random.default_rng(0)
+  batches = [{"image": jnp.asarray(rng.standard_normal((8, 8, 8, 1)), jnp.float32),
+              "label": jnp.asarray(rng.integers(0, 10, 8), jnp.int32)} for _ in range(4)]
+  variables = model.init(jax.random.key(0), batches[0]["image"], train=False)
+  q = s3jax.quant.quantizer_from_config(config.quant)
+  params = s3jax.quant.to_latents(variables["params"], (r"Conv_\d/kernel",), jax.random.key(1), quantizer=q)
+  assert len(s3jax.quant.quantized_paths(params)) == 2
+  tx, schedule = make_optimizer(config, params, steps_per_epoch=10)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables["batch_stats"],
+                     opt_state=tx.init(params))
+  assert fuses_pullback(optimizer, params) == fused
+  step = jax.jit(make_train_step(model, tx, schedule, fused))
+
+  @jax.jit
+  def reference(params, batch_stats, opt_state, batch):
+    def loss_fn(weights):
+      logits, updated = model.apply({"params": weights, "batch_stats": batch_stats}, batch["image"],
+                                    train=True, mutable=["batch_stats"])
+      return optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean(), updated
+    weights, pullback = jax.vjp(s3jax.quant.materialize_tree, params)  # the latents themselves
+    (loss, updated), weight_grads = jax.value_and_grad(loss_fn, has_aux=True)(weights)
+    (grads,) = pullback(weight_grads)
+
+    def update(_):
+      updates, new_opt_state = tx.update(grads, opt_state, params)
+      return (s3jax.quant.project_tree(optax.apply_updates(params, updates)), updated["batch_stats"],
+              new_opt_state)
+
+    finite = jnp.isfinite(loss) & jnp.isfinite(optax.tree.norm(weight_grads))
+    return jax.lax.cond(finite, update, lambda _: (params, batch_stats, opt_state), None)
+
+  expected = (params, variables["batch_stats"], state.opt_state)
+  for batch in batches:
+    state, metrics = step(state, batch)
+    expected = reference(*expected, batch)
+    assert int(metrics["train/nonfinite"]) == 0
+    chex.assert_trees_all_equal((state.params, state.batch_stats, state.opt_state), expected)
+  moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), state.params, params)
+  assert all(jax.tree.leaves(moved)), moved  # a non-zero learning rate: every latent leaf changed

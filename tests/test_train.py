@@ -17,6 +17,7 @@ from s3jax.metrics import read_metrics
 from s3jax.models import create_model
 from s3jax.optim import make_optimizer
 from s3jax.train import create_train_state, jit_train_step, train_and_evaluate
+from s3jax.steps import fuses_pullback
 
 
 def test_runs_on_eight_fake_devices():
@@ -49,7 +50,7 @@ def _params_after_two_steps(devices, config, batch):
   dataset_shape = batch["image"].shape[1:]
   model = create_model(config.model, config.num_classes)
   state, tx, schedule = create_train_state(config, model, dataset_shape, 10, mesh)
-  step = jit_train_step(model, tx, schedule, mesh)
+  step = jit_train_step(model, tx, schedule, mesh, fuses_pullback(config.optim.optimizer, state.params))
   with jax.set_mesh(mesh):
     for _ in range(2):
       state, metrics = step(state, sharding.global_batch(batch, mesh))

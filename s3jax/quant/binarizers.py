@@ -33,6 +33,11 @@ for _op in (ste_sign, ste_step, ste_round):
   _op.defvjp(_no_residuals(_op), _identity_bwd)
 
 
+def plus_minus_one(condition) -> jax.Array:
+  """int8 +1 where `condition`, else -1: a latent's side of zero, all a straight-through sign or step reads."""
+  return jnp.where(condition, 1, -1).astype(jnp.int8)
+
+
 def straight_through(forward, backward):
   """`forward`'s value with `backward`'s gradient: sg(forward) + (backward - sg(backward)).
 

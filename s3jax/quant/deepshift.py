@@ -69,6 +69,7 @@ class DeepShiftQQuantizer(Quantizer):
   method: ClassVar[str] = "deepshift_q"
   latent_type: ClassVar[type] = DeepShiftQLatent
   supported_bits: ClassVar[tuple[int, ...]] = SUPPORTED_BITS
+  exact_pullback: ClassVar[bool] = True  # identity
   lowest_code: ClassVar[int] = 1  # ±2**smin, and the rare exact zeros
 
   @property
@@ -119,6 +120,7 @@ class DeepShiftPSQuantizer(Quantizer):
   method: ClassVar[str] = "deepshift_ps"
   latent_type: ClassVar[type] = DeepShiftPSLatent
   supported_bits: ClassVar[tuple[int, ...]] = SUPPORTED_BITS
+  exact_pullback: ClassVar[bool] = True  # g * W * ln 2 (W = 0 or ±2**k) and g
 
   @property
   def smin(self) -> int:
@@ -150,6 +152,11 @@ class DeepShiftPSQuantizer(Quantizer):
 
   def project_latent(self, latent):
     return dataclasses.replace(latent, shift=jnp.clip(latent.shift, self.smin, 0))
+
+  def gradient_proxy_latent(self, latent):
+    # The gradients read only round(clip(P)) (through W) and sign(round(S)); both are small integers.
+    return DeepShiftPSLatent(shift=jnp.round(jnp.clip(latent.shift, self.smin, 0)).astype(jnp.int8),
+                             sign=jnp.sign(jnp.round(latent.sign)).astype(jnp.int8), bits=latent.bits)
 
   def latent_roles(self, latent):
     return DeepShiftPSLatent(shift="shift", sign="sign", bits=latent.bits)

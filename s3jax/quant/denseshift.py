@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from s3jax.quant.binarizers import exact_exp2, straight_through, ste_sign
+from s3jax.quant.binarizers import exact_exp2, plus_minus_one, straight_through, ste_sign
 from s3jax.quant.interface import KernelFans, Quantizer, register_method
 from s3jax.quant.s3 import shift_exponent
 
@@ -69,6 +69,10 @@ class DenseShiftQuantizer(Quantizer):
 
   def magnitudes(self):
     return 2.0 ** np.arange(num_chain_links(self.bits) + 1)
+
+  def gradient_proxy_latent(self, latent):
+    # As S3's: the sign and steps are straight-through, so ±1 on the right side of zero is enough.
+    return DenseShiftLatent(sign=plus_minus_one(latent.sign >= 0), shift=tuple(plus_minus_one(t > 0) for t in latent.shift))
 
   def latent_roles(self, latent):
     return DenseShiftLatent(sign="sign", shift=("shift",) * len(latent.shift))

@@ -102,6 +102,9 @@ class Quantizer(abc.ABC):
   supported_bits: ClassVar[tuple[int, ...]]
   has_zero: ClassVar[bool] = True
   lowest_code: ClassVar[int] = 0  # |code| <= this is the lowest magnitude level (the low-value rate)
+  # dL/d(latent) is dL/dW times powers of two, and at most one other constant (ln 2): the same bits in
+  # whatever order XLA evaluates it, which lets the train step fuse it into the update.
+  exact_pullback: ClassVar[bool] = False
 
   def __post_init__(self):
     if self.bits not in self.supported_bits:
@@ -142,6 +145,13 @@ class Quantizer(abc.ABC):
     """The method's constraint on the latents after each update (identity unless the method clamps)."""
     return latent
 
+  def gradient_proxy_latent(self, latent):
+    """A latent of the same structure with small-integer (int8) leaves whose materialize has exactly the
+    same gradients as `latent`'s, or None. Methods whose gradients depend only on the discrete state
+    (signs, steps, rounded shifts) define it, so that a train step can keep that state (1 byte a latent)
+    instead of the float latents for the pull-back; see `s3jax.quant.tree.proxy_pullback`."""
+    return None
+
   # --- the interface, the same for every method ------------------------------------------------------
   def init(self, key, shape, dtype=jnp.float32):
     """Latents (a pytree) for a kernel of `shape`, wrapped in `Scaled` unless scale='none'."""
@@ -181,6 +191,13 @@ class Quantizer(abc.ABC):
     if isinstance(latent, Scaled):
       return dataclasses.replace(latent, latent=self.project_latent(latent.latent))
     return self.project_latent(latent)
+
+  def gradient_proxy(self, latent):
+    """`gradient_proxy_latent` through a `Scaled` wrapper (the scale is kept as it is), or None."""
+    if isinstance(latent, Scaled):
+      proxy = self.gradient_proxy_latent(latent.latent)
+      return None if proxy is None else dataclasses.replace(latent, latent=proxy)
+    return self.gradient_proxy_latent(latent)
 
   def roles(self, latent):
     if isinstance(latent, Scaled):

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from s3jax.errors import ConfigError
-from s3jax.quant.binarizers import exact_exp2, ste_sign, ste_step
+from s3jax.quant.binarizers import exact_exp2, plus_minus_one, ste_sign, ste_step
 from s3jax.quant.interface import KernelFans, Quantizer, kernel_fans, register_method
 
 SUPPORTED_BITS = (2, 3, 4, 5)
@@ -142,6 +142,7 @@ class S3Quantizer(Quantizer):
   method: ClassVar[str] = "s3"
   latent_type: ClassVar[type] = S3Latent
   supported_bits: ClassVar[tuple[int, ...]] = SUPPORTED_BITS
+  exact_pullback: ClassVar[bool] = True  # g * ±1 * 2**e (and * ln 2 on the shifts)
 
   def __post_init__(self):
     super().__post_init__()
@@ -157,6 +158,12 @@ class S3Quantizer(Quantizer):
 
   def latent_codes(self, latent):
     return s3_codes(latent)
+
+  def gradient_proxy_latent(self, latent):
+    # The straight-through sign and steps pass gradients through unchanged, so only which side of zero
+    # each latent lies on matters: ±1 reproduces sgn and step exactly (sgn(0) = +1, step(0) = 0).
+    return S3Latent(sign=plus_minus_one(latent.sign >= 0), sparse=plus_minus_one(latent.sparse > 0),
+                    shift=tuple(plus_minus_one(s > 0) for s in latent.shift))
 
   def magnitudes(self):
     return 2.0 ** np.arange(num_shift_latents(self.bits) + 1)

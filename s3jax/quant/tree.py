@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from s3jax.errors import ConfigError
-from s3jax.quant.interface import Quantizer, is_latent, method_names, project, quantizer_of
+from s3jax.quant.interface import Quantizer, Scaled, is_latent, method_names, project, quantizer_of
 from s3jax.quant.interface import quantizer as make_quantizer
 from s3jax.quant.interface import materialize as materialize_latent
 
@@ -127,6 +127,36 @@ def materialize_tree(tree):
 def project_tree(tree):
   """Applies each method's latent constraint (DeepShift's clamps); call it after every optimizer update."""
   return jax.tree.map(lambda x: project(x) if is_latent(x) else x, tree, is_leaf=is_latent)
+
+
+def gradient_proxies(tree):
+  """Each latent replaced by its method's int8 gradient proxy where it has one (the latent itself where
+  not): what `proxy_pullback` needs of the latents, at a byte per latent instead of four."""
+
+  def proxy(x):
+    if not is_latent(x):
+      return x
+    small = quantizer_of(x).gradient_proxy(x)
+    return x if small is None else small
+
+  return jax.tree.map(proxy, tree, is_leaf=is_latent)
+
+
+def proxy_pullback(proxies, like, weight_grads):
+  """dL/d(latents) from dL/dW, exactly `jax.vjp(materialize_tree, params)[1](weight_grads)`, computed from
+  `gradient_proxies(params)`. `like` gives each latent leaf's dtype (its shapes or values, e.g. `params`).
+
+  A train step can take the proxies before its update and pull back after it has started overwriting the
+  latents in place: nothing here reads them."""
+  floats = jax.tree.map(lambda p, x: jnp.asarray(p).astype(x.dtype), proxies, like)
+  return jax.vjp(materialize_tree, floats)[1](weight_grads)[0]
+
+
+def exact_pullback(tree) -> bool:
+  """True when every latent's pull-back multiplies dL/dW only by powers of two (its method's
+  `exact_pullback`, and no scale): the gradients are then exact, whatever order XLA computes them in."""
+  latents = [x for x in jax.tree.leaves(tree, is_leaf=is_latent) if is_latent(x)]
+  return all(not isinstance(x, Scaled) and quantizer_of(x).exact_pullback for x in latents)
 
 
 def latents_with_paths(tree) -> list[tuple[str, object]]:
