@@ -48,11 +48,24 @@ def run_script(*args, devices=1):
 
 def test_step_time_script_reports_every_field():
   out = run_script("benchmarks/step_time.py", "--model=resnet20", "--batch=8", "--image_size=16",
-                   "--num_classes=10", "--steps=10")
-  for key in ("s3_step_s", "fp_step_s", "ratio", "s3_compile_s", "fp_compile_s", "model", "batch",
-              "image_size", "backend", "memory_ratio"):
+                   "--num_classes=10", "--steps=10", "--compare_unfused")
+  for key in ("s3_step_s", "fp_step_s", "ratio", "unfused_ratio", "s3_compile_s", "fp_compile_s", "model",
+              "batch", "image_size", "backend", "memory_ratio", "unfused_memory_ratio", "s3_fusions",
+              "s3_unfused_copies"):
     assert key in out, key
   assert out["s3_step_s"] > 0 and out["fp_step_s"] > 0 and out["s3_peak_bytes"] > 0
+  # The fused step keeps no latent gradients between the pull-back and the update, and copies nothing more.
+  assert out["s3_temp_bytes"] < out["s3_unfused_temp_bytes"]
+  assert out["s3_copy_bytes"] == out["fp_copy_bytes"]
+
+
+def test_export_size_and_inference_scripts_run():
+  out = run_script("benchmarks/export_sizes.py", "--models=resnet20", "--bits=2,4", "--num_classes=10",
+                   "--image_size=16")
+  assert [round(r["quantized_ratio"], 2) for r in out] == [16.0, 8.0]
+  out = run_script("benchmarks/inference.py", "--model=resnet20", "--image_size=16", "--batches=2",
+                   "--repeats=1")
+  assert {r["path"] for r in out["rows"]} == {"full precision", "plain", "shift_add"}
 
 
 def test_communication_and_input_scripts_run():
