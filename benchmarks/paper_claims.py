@@ -188,8 +188,8 @@ def judge_claims(groups: dict) -> list[dict]:
     parts, verdicts = [], []
     for s3, other in pairs:
       diff, se = _difference(groups[s3]["top1"], groups[other]["top1"])
-      parts.append(f"{s3} - {other} = {diff:+.2f} points (se {se:.2f})")
       verdicts.append("holds" if diff - 2 * se > 0 else "does not hold" if diff + 2 * se < 0 else "unclear")
+      parts.append(f"{s3} - {other} = {diff:+.2f} points (se {se:.2f}: {verdicts[-1]})")
     verdict = ("holds" if all(v == "holds" for v in verdicts) else
                "does not hold" if any(v == "does not hold" for v in verdicts) else "unclear at this scale")
     claims.append({"claim": "S3 beats DeepShift-PS and DeepShift-Q at equal bits.",

@@ -24,59 +24,65 @@ STABLEHLO = "model.stablehlo"
 
 
 def plain_apply(export: Export):
-  """A jitted images -> logits function: codes decoded to weights, then the model in eval mode."""
+  """A jitted images -> logits function: the model in eval mode on the decoded weights. The codes are
+  decoded once, here, as the trainer materializes them: its logits equal the trainer's eval bit for bit."""
   model = export.create_model()
+  weights = jax.jit(decode_tree)(export.params)
 
   @jax.jit
-  def apply(params, batch_stats, images):
-    return model.apply({"params": decode_tree(params), "batch_stats": batch_stats}, images, train=False)
+  def apply(weights, batch_stats, images):
+    return model.apply({"params": weights, "batch_stats": batch_stats}, images, train=False)
 
-  return lambda images: apply(export.params, export.batch_stats, images)
+  return lambda images: apply(weights, export.batch_stats, images)
 
 
-def _level_masks(kernel) -> list[tuple[int, jax.Array]]:
-  """(k, T_k) for each magnitude 2^k of the kernel's quantizer: T_k in {-1, 0, +1}."""
+def _exponents(kernel) -> tuple[int, ...]:
+  """The k of each magnitude 2^k the kernel's method can hold."""
+  return tuple(int(np.log2(m)) for m in kernel.quantizer.magnitudes())
+
+
+def _level_masks(kernel) -> jax.Array:
+  """The {-1, 0, +1} masks T_k of the weights +-2^k, stacked in the order of `_exponents`."""
   w = kernel.unscaled()
-  masks = []
-  for magnitude in kernel.quantizer.magnitudes():
-    k = int(np.log2(magnitude))
-    masks.append((k, jnp.where(jnp.abs(w) == magnitude, jnp.sign(w), 0.0).astype(jnp.float32)))
-  return masks
+  return jnp.stack([jnp.where(jnp.abs(w) == 2.0 ** k, jnp.sign(w), 0.0) for k in _exponents(kernel)])
 
 
-def _shift_add_conv(module: nn.Conv, kernel, x):
+def _shift_add_conv(module: nn.Conv, exponents, masks, scale, x):
   """sum_k ldexp(conv(x, T_k), k): the conv of `module` with add/subtract-only kernels and shifts."""
   plain_conv = module.clone(parent=None, name=None)
   y = None
-  for k, mask in _level_masks(kernel):
-    partial = plain_conv.apply({"params": {"kernel": mask}}, x)
-    partial = jnp.ldexp(partial, jnp.int32(k))
+  for k, mask in zip(exponents, masks):
+    partial = jnp.ldexp(plain_conv.apply({"params": {"kernel": mask}}, x), jnp.int32(k))
     y = partial if y is None else y + partial
-  if kernel.scale is not None:
-    y = y * kernel.scale_factor().astype(y.dtype)  # one multiply per output channel, not per weight
+  if scale is not None:
+    y = y * scale.astype(y.dtype)  # one multiply per output channel, not per weight
   return y
 
 
 def shift_add_apply(export: Export):
-  """A jitted images -> logits function in which no quantized weight is multiplied (see module doc)."""
+  """A jitted images -> logits function in which no quantized weight is multiplied (see module doc).
+  The level masks are built once, here."""
   model = export.create_model()
+  kernels = {"/".join(path): leaf["kernel"] for path, leaf in _modules_with_codes(export.params)}
+  exponents = {name: _exponents(k) for name, k in kernels.items()}
+  masks = jax.jit(lambda ks: {name: _level_masks(k) for name, k in ks.items()})(kernels)
+  scales = {name: k.scale_factor() for name, k in kernels.items()}
+  weights = jax.jit(decode_tree)(export.params)  # only the float layers read these
 
   @jax.jit
-  def apply(params, batch_stats, images):
-    kernels = {"/".join(path): leaf["kernel"] for path, leaf in _modules_with_codes(params)}
-
+  def apply(weights, masks, scales, batch_stats, images):
     def interceptor(next_fun, args, kwargs, context):
       module = context.module
       name = "/".join(module.path)
-      if not (isinstance(module, nn.Conv) and context.method_name == "__call__" and name in kernels):
+      if not (isinstance(module, nn.Conv) and context.method_name == "__call__" and name in masks):
         return next_fun(*args, **kwargs)
-      y = _shift_add_conv(module, kernels[name], args[0])
+      y = _shift_add_conv(module, exponents[name], masks[name], scales[name], args[0])
       return y + module.variables["params"]["bias"] if module.use_bias else y
 
     with nn.intercept_methods(interceptor):
-      return model.apply({"params": decode_tree(params), "batch_stats": batch_stats}, images, train=False)
+      return model.apply({"params": weights, "batch_stats": batch_stats}, images, train=False)
 
-  return lambda images: apply(export.params, export.batch_stats, images)
+  return lambda images: apply(weights, masks, scales, export.batch_stats, images)
 
 
 def _modules_with_codes(params, path=()):

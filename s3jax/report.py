@@ -19,6 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the Agg backend)
 from s3jax.errors import ConfigError  # noqa: E402
 
 FIGURE_DPI = 110
+LINESTYLES = ("-", "--", "-.", ":")
 SUMMARY_COLUMNS = ("run", "method", "bits", "init", "seed", "model", "data", "steps", "final_top1",
                    "best_top1", "params", "float32_MB", "stored_MB", "compression", "workdir")
 
@@ -30,6 +31,7 @@ class Run:
   records: list
   label: str = ""
   color: str = ""
+  linestyle: str = "-"
 
   @property
   def method(self) -> str:
@@ -132,11 +134,12 @@ def _colored(runs) -> list[Run]:
     if labels.count(run.label) > 1:  # same config label: tell them apart by workdir
       run.label = f"{run.label} ({os.path.basename(os.path.normpath(run.workdir))})"
     run.color = colors[i % len(colors)]
+    run.linestyle = LINESTYLES[i % len(LINESTYLES)]  # runs that coincide (at 0, say) stay visible
   return runs
 
 
 def _legend_below(fig, axes, runs):
-  handles = [plt.Line2D([], [], color=r.color, lw=2) for r in runs]
+  handles = [plt.Line2D([], [], color=r.color, lw=2, linestyle=r.linestyle) for r in runs]
   fig.legend(handles, [r.label for r in runs], loc="lower center", ncol=min(len(runs), 3),
              frameon=False, fontsize=9)
   rows = math.ceil(len(runs) / 3)
@@ -153,7 +156,7 @@ def _plot_panels(runs, path: str, panels):
   for ax, (key, factor, marker, settings) in zip(axes, panels):
     for run in runs:
       steps, values = run.series(key)
-      ax.plot(steps, [factor * v for v in values], color=run.color, lw=1.5,
+      ax.plot(steps, [factor * v for v in values], color=run.color, lw=1.5, linestyle=run.linestyle,
               **({"marker": "o", "ms": 3} if marker else {}))
     ax.set(xlabel="training step", **settings)
     ax.grid(alpha=0.3)
