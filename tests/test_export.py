@@ -180,9 +180,10 @@ def _edit_manifest(directory, **changes):
   json.dump(manifest, open(path, "w"))
 
 
-@pytest.mark.parametrize("method,scale", [("denseshift", "learned"), ("deepshift_q", "fixed")])
-def test_every_method_round_trips_and_runs_without_multiplications(method, scale, tmp_path):
-  """Random latents of each method (scales too) on ResNet-20: codes, decoded kernels and both paths."""
+@pytest.mark.parametrize("method,scale", [("deepshift_q", "learned")])
+def test_other_methods_round_trip_and_run_without_multiplications(method, scale, tmp_path):
+  """Random latents of another method, with a scale, on ResNet-20: codes, decoded kernels and both paths.
+  DeepShift-Q with exact zeros also needs the 4-bit layer and the 8-level tables without 0."""
   model = create_model("resnet20", 10)
   variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False)
   q = quant.quantizer(method, 3, scale=scale)

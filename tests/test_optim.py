@@ -180,7 +180,7 @@ class _TinyNet(nn.Module):
 
 
 @pytest.mark.parametrize("method,scale,optimizer,fused", [
-    ("s3", "none", "sgd", True), ("deepshift_q", "none", "sgd", True), ("deepshift_ps", "none", "sgd", True),
+    ("s3", "none", "sgd", True), ("deepshift_ps", "none", "sgd", True),
     ("s3", "learned", "sgd", False), ("denseshift", "none", "sgd", False), ("s3", "none", "radam", False)])
 def test_train_step_is_bit_identical_to_the_optax_chain(method, scale, optimizer, fused):
   """The trainer's step (pull-back from int8 gradient proxies inside the guard) against the plain form:
