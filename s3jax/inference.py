@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from s3jax.export import Export, add_file, decode_tree, is_quantized, verified_path
+from s3jax.export import (Export, ExportError, add_file, decode_tree, is_quantized, read_manifest,
+                          verified_path)
 from s3jax.steps import cross_entropy_loss, topk_correct
 
 STABLEHLO = "model.stablehlo"
@@ -109,19 +110,18 @@ def export_stablehlo(export: Export) -> str:
   path = os.path.join(export.directory, STABLEHLO)
   with open(path, "wb") as f:
     f.write(exported.serialize())
-  add_file(export.directory, "stablehlo", STABLEHLO, input_shape=["batch", *export.input_shape],
-           input="normalized images, float32 (see 'input')", output="logits, float32",
-           platforms=list(exported.platforms))
-  export.manifest = {**export.manifest, "stablehlo": "written"}
+  export.manifest = add_file(export.directory, "stablehlo", STABLEHLO,
+                             input_shape=["batch", *export.input_shape],
+                             input="normalized images, float32 (see 'input')", output="logits, float32",
+                             platforms=list(exported.platforms))
   return path
 
 
 def load_stablehlo(directory: str):
   """The export's StableHLO artifact as a callable (images -> logits), after its checksum is checked."""
-  from s3jax.export import read_manifest
   manifest = read_manifest(directory)
   if "stablehlo" not in manifest:
-    raise FileNotFoundError(f"{directory} has no {STABLEHLO}; export it with export.py.")
+    raise ExportError(f"{directory} has no {STABLEHLO}; export again without --nostablehlo.")
   with open(verified_path(directory, manifest["stablehlo"]), "rb") as f:
     return jax.export.deserialize(bytearray(f.read())).call
 
