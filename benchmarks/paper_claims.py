@@ -31,7 +31,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from s3jax.report import load_runs, summary_rows, write_report  # noqa: E402
+from s3jax.report import load_runs, write_report  # noqa: E402
 
 # (name, label, config overrides); the label is what the tables show.
 GRID = (
@@ -60,7 +60,7 @@ PAPER_NOTE = ("DeepShift-Q and -PS at 5 bits: 65.32 and 65.34 (DeepShift README)
               "not copied here.")
 
 
-def run_command(name: str, overrides: dict, seed: int, args, workdir: str) -> list[str]:
+def run_command(overrides: dict, seed: int, args, workdir: str) -> list[str]:
   # Relative to the repository (the command runs there), so a marker stays valid in another checkout.
   cmd = [sys.executable, "train.py", f"--config={args.config}", f"--workdir={os.path.abspath(workdir)}",
          f"--config.seed={seed}"]
@@ -82,7 +82,7 @@ def run_grid(args) -> float:
   for i, ((name, label, overrides), seed) in enumerate(todo):
     workdir = os.path.join(args.output, "runs", f"{name}_seed{seed}")
     marker = os.path.join(workdir, "paper_claims_done.json")
-    cmd = run_command(name, overrides, seed, args, workdir)
+    cmd = run_command(overrides, seed, args, workdir)
     if os.path.exists(marker):
       with open(marker) as f:
         done = json.load(f)

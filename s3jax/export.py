@@ -13,8 +13,8 @@ Packed codes: weights in the kernel's C order (Flax conv kernels are (kh, kw, in
 an index into the entry's `codes` list in bits [i*w, (i+1)*w) of the file, least-significant bit first,
 where stream bit j is bit (j mod 8) of byte j div 8; the last byte is zero-padded. `codes[index]` is the
 method's signed code (0 is the weight 0, +-j the j-th smallest magnitude) and `values[index]` the unscaled
-weight, a power of two or 0. `w` is the bit width, except for the rare DeepShift-Q layer that holds exact
-zeros as well as all 2^bits signed powers of two (then w = bits + 1, and the manifest says so).
+weight, a power of two or 0. `w` is the bit width, except for a DeepShift-Q layer that holds any exact zero:
+its 2^bits signed powers of two and 0 need w = bits + 1, and the manifest says so.
 
 `load(directory)` checks every file against the manifest before anything is decoded: a missing,
 truncated, edited or wrong-version file is one-line `ExportError` naming it, never a wrong prediction.
@@ -190,7 +190,7 @@ def write_export(params, batch_stats, output: str, *, model: str, num_classes: i
                "bits_per_weight": width, "codes": table, "values": values,
                "bytes": os.path.getsize(path), "sha256": _sha256(path)}
       if width > q.bits:
-        entry["note"] = f"exact zeros as well as every power of two: {width} bits per weight"
+        entry["note"] = f"exact zeros besides the {2 ** q.bits} signed powers of two: {width} bits per weight"
       stored_bytes += entry["bytes"]
       quantized_bytes += entry["bytes"]
       quantized_weights += codes.size

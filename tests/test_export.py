@@ -14,7 +14,7 @@ import pytest
 from helpers import REPO, cli_env, load_config
 from s3jax import quant
 from s3jax.deploy import checkpoint_apply, workdir_config
-from s3jax.export import (ExportError, load, pack_indices, read_manifest, unpack_indices, write_export)
+from s3jax.export import ExportError, load, pack_indices, unpack_indices, write_export
 from s3jax.inference import evaluate_apply, plain_apply, shift_add_apply
 from s3jax.input_pipeline import create_dataset
 from s3jax.metrics import read_metrics
