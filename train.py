@@ -28,17 +28,41 @@ _DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _quiet_closed_event_loops(default_hook):
-  """Orbax's background writers, cut short by a failed save, raise 'Event loop is closed' from C
-  callbacks by the hundred; one line is kept for the log, the rest of Python's hook is unchanged."""
+def _is_closed_event_loop(kind, value) -> bool:
+  return kind is RuntimeError and "Event loop is closed" in str(value)
 
-  def hook(kind, value, tb):
-    if kind is RuntimeError and "Event loop is closed" in str(value):
-      logging.log_first_n(logging.WARNING, "Orbax background writer stopped: %s", 1, value)
-      return
-    default_hook(kind, value, tb)
 
-  return hook
+def _quiet_closed_event_loops():
+  """Orbax's background writers, cut short by a failed save, raise 'Event loop is closed' from
+  tensorstore's C callbacks by the hundred (as unraisable exceptions); one line is kept for the log, and
+  every other exception still reaches Python's hooks."""
+  default_excepthook, default_unraisablehook = sys.excepthook, sys.unraisablehook
+
+  def log_once(value):
+    logging.log_first_n(logging.WARNING, "Orbax background writer stopped: %s", 1, value)
+
+  def excepthook(kind, value, tb):
+    if _is_closed_event_loop(kind, value):
+      return log_once(value)
+    default_excepthook(kind, value, tb)
+
+  def unraisablehook(unraisable):
+    if _is_closed_event_loop(unraisable.exc_type, unraisable.exc_value):
+      return log_once(unraisable.exc_value)
+    default_unraisablehook(unraisable)
+
+  sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
+
+
+def _exit_with_error_line(message: str):
+  """Leaves at once with `message` as the console's last line: Orbax's unfinished background writes
+  would print tracebacks at shutdown, and their threads may still write while this one exits."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  console = os.dup(2)
+  os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # other threads' late output goes nowhere
+  os.write(console, f"error: {message}\n".encode())
+  os._exit(1)
 
 
 def _log_to_workdir(workdir: str):
@@ -57,7 +81,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(quiet_library_info)
-  sys.excepthook = _quiet_closed_event_loops(sys.excepthook)
+  _quiet_closed_event_loops()
   # Imported after flag parsing, so --help stays fast.
   from s3jax.cli import config_value
   from s3jax.errors import CheckpointSaveError, ConfigError
@@ -76,12 +100,8 @@ def main(argv):
   except (ConfigError, TrainingStopped) as err:
     raise SystemExit(f"error: {err}") from None
   except CheckpointSaveError as err:
-    # Leave at once: Orbax's unfinished background writes would print pages of tracebacks at shutdown.
     logging.error("%s", err)
-    sys.stderr.write(f"error: {err}\n")
-    sys.stderr.flush()
-    sys.stdout.flush()
-    os._exit(1)
+    _exit_with_error_line(str(err))
   except Preempted as notice:
     print(notice)
     return
