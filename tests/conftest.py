@@ -1,5 +1,24 @@
-"""Tests run on 8 fake CPU devices; the flag must be set before JAX initialises its backend."""
+"""Tests run on 8 fake CPU devices; the flag must be set before JAX initialises its backend.
+
+One persistent XLA compilation cache serves the whole run (both xdist workers and every CLI subprocess
+inherit it): the trainer starts dozens of times on the same few models, and compiling the same
+executables again was most of the suite's time. A size limit makes JAX lock the cache, so concurrent
+processes never read a half-written entry. The cache lives for one run only.
+"""
 import os
+import shutil
+import tempfile
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ  # false in xdist workers: they inherit it
+if _OWN_CACHE:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="s3jax-tests-xla-cache-")
+  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))
+
+
+def pytest_unconfigure(config):
+  del config
+  if _OWN_CACHE:
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
