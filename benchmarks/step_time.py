@@ -5,7 +5,8 @@ r"""What S3 costs over full precision: train-step time, compile time and peak me
 
 Times the trainer's jitted step for S3 (--bits) and full precision (bits=32) of the same model in one
 process, interleaved step by step, and reports medians after warm-up; --compare_unfused adds S3 with the
-pull-back outside the update (the step before the fused one). Peak memory is measured in separate child
+pull-back outside the update (the step before the fused one); --compare_memory_scheduler adds both compiled
+with XLA:CPU's memory-optimized schedule. Peak memory is measured in separate child
 processes (device memory stats on GPU, peak RSS on CPU), plus XLA's own compiled memory analysis and,
 from the compiled HLO, fusion and copy counts. Ends with one JSON line.
 """
@@ -25,6 +26,9 @@ from s3jax.benchmarking import compiled_step, fusion_and_copy_counts, synthetic_
 
 FP_BITS = 32
 VARIANTS = ("s3", "fp", "s3_unfused")
+# XLA:CPU's memory-optimized schedule, per executable (the default is concurrency-optimized).
+MEMORY_SCHEDULER = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
+SCHEDULER_VARIANTS = ("s3_memory_scheduler", "fp_memory_scheduler")
 
 
 def parse_args(argv=None):
@@ -40,16 +44,19 @@ def parse_args(argv=None):
   parser.add_argument("--skip_memory", action="store_true", help="skip the memory child processes")
   parser.add_argument("--compare_unfused", action="store_true",
                       help="also time S3 with the pull-back outside the update")
+  parser.add_argument("--compare_memory_scheduler", action="store_true",
+                      help="also time S3 and FP compiled with XLA:CPU's memory-optimized schedule")
   parser.add_argument("--only", choices=VARIANTS, help=argparse.SUPPRESS)  # memory child mode
   return parser.parse_args(argv)
 
 
 def build(args, variant, mesh):
-  bits = FP_BITS if variant == "fp" else args.bits
+  bits = FP_BITS if variant.startswith("fp") else args.bits
   state, step, batch = synthetic_step(args.model, args.batch, args.image_size, bits, mesh,
                                       args.num_classes, args.half_precision,
                                       fused_pullback=False if variant == "s3_unfused" else None)
-  compiled, compile_s = compiled_step(state, step, batch)
+  options = MEMORY_SCHEDULER if variant in SCHEDULER_VARIANTS else None
+  compiled, compile_s = compiled_step(state, step, batch, options)
   return {"state": state, "step": compiled, "batch": batch, "compile_s": compile_s,
           "memory": compiled.memory_analysis(), "hlo": fusion_and_copy_counts(compiled.as_text())}
 
@@ -103,6 +110,7 @@ def main():
     print(json.dumps(peak_memory_child(args)))
     return
   names = VARIANTS if args.compare_unfused else VARIANTS[:2]
+  names += SCHEDULER_VARIANTS if args.compare_memory_scheduler else ()
   mesh = sharding.make_data_mesh()
   with jax.set_mesh(mesh):
     variants = {name: build(args, name, mesh) for name in names}
@@ -128,6 +136,8 @@ def main():
   }
   if "s3_unfused" in median:
     result["unfused_ratio"] = round(median["s3_unfused"] / median["fp"], 3)
+  if "s3_memory_scheduler" in median:
+    result["memory_scheduler_ratio"] = round(median["s3_memory_scheduler"] / median["fp_memory_scheduler"], 3)
   for name, v in variants.items():
     # XLA's compiled memory analysis: arguments = train state + batch, temp = activations etc.
     result.update({f"{name}_compile_s": round(v["compile_s"], 2),
@@ -135,7 +145,7 @@ def main():
                    f"{name}_temp_bytes": v["memory"].temp_size_in_bytes,
                    **{f"{name}_{k}": n for k, n in v["hlo"].items()}})
   if not args.skip_memory:
-    result.update(measure_peak_memory(args, names))
+    result.update(measure_peak_memory(args, [n for n in names if n not in SCHEDULER_VARIANTS]))
   print(json.dumps(result))
 
 

@@ -24,15 +24,10 @@ COLLECTIVES = ("all-reduce", "reduce-scatter", "all-gather", "collective-permute
 FULL_PRECISION_BITS = 32
 
 
-def synthetic_step(model_name: str, batch: int, image_size: int, bits: int, mesh=None,
-                   num_classes: int = 1000, half_precision: bool = False, channels: int = 3,
-                   method: str = "s3", fused_pullback: bool | None = None):
-  """(state, jitted train step, global batch) for one model, method and bit width (bits 32: float).
-
-  A constant learning rate, so that the parameters move as in training. `fused_pullback`: None for the
-  trainer's choice (`s3jax.steps.fuses_pullback`), or forced on or off to compare.
-  """
-  mesh = mesh or sharding.make_data_mesh()
+def synthetic_config(model_name: str, batch: int, bits: int, num_classes: int = 1000,
+                     half_precision: bool = False, method: str = "s3"):
+  """The trainer's config for a synthetic-data step: one model, method and bit width (bits 32: float),
+  at a constant learning rate, so that the parameters move as in training."""
   config = base_config()
   config.model, config.num_classes, config.batch_size = model_name, num_classes, batch
   config.half_precision, config.num_epochs = half_precision, 1
@@ -41,16 +36,34 @@ def synthetic_step(model_name: str, batch: int, image_size: int, bits: int, mesh
     config.quant.method = "float"
   else:
     config.quant.method, config.quant.bits = method, bits
-  model = create_model(model_name, num_classes, half_precision)
-  image_shape = (image_size, image_size, channels)
-  state, tx, schedule = create_train_state(config, model, image_shape, 100, mesh)
+  return config
+
+
+def synthetic_batch(batch: int, image_shape, num_classes: int, mesh):
+  """Random images and labels, as a global batch sharded over `mesh`."""
   rng = np.random.default_rng(0)
   local = {"image": rng.standard_normal((batch, *image_shape), dtype=np.float32),
            "label": rng.integers(0, num_classes, batch).astype(np.int32)}
+  return sharding.global_batch(local, mesh)
+
+
+def synthetic_step(model_name: str, batch: int, image_size: int, bits: int, mesh=None,
+                   num_classes: int = 1000, half_precision: bool = False, channels: int = 3,
+                   method: str = "s3", fused_pullback: bool | None = None):
+  """(state, jitted train step, global batch) for `synthetic_config`'s model, method and bit width.
+
+  `fused_pullback`: None for the trainer's choice (`s3jax.steps.fuses_pullback`), or forced on or off to
+  compare.
+  """
+  mesh = mesh or sharding.make_data_mesh()
+  config = synthetic_config(model_name, batch, bits, num_classes, half_precision, method)
+  model = create_model(model_name, num_classes, half_precision)
+  image_shape = (image_size, image_size, channels)
+  state, tx, schedule = create_train_state(config, model, image_shape, 100, mesh)
   if fused_pullback is None:
     fused_pullback = fuses_pullback(config.optim.optimizer, state.params)
   step = jit_train_step(model, tx, schedule, mesh, fused_pullback)
-  return state, step, sharding.global_batch(local, mesh)
+  return state, step, synthetic_batch(batch, image_shape, num_classes, mesh)
 
 
 def _shape_bytes(shape_text: str) -> int:
@@ -100,8 +113,8 @@ def fusion_and_copy_counts(hlo_text: str) -> dict:
           "copies": len(copies), "copy_bytes": sum(_shape_bytes(c) for c in copies)}
 
 
-def compiled_step(state, step, batch):
+def compiled_step(state, step, batch, compiler_options: dict | None = None):
   """The compiled executable of `step` for these arguments, and its compile time in seconds."""
   start = time.perf_counter()
-  compiled = step.lower(state, batch).compile()
+  compiled = step.lower(state, batch).compile(compiler_options=compiler_options)
   return compiled, time.perf_counter() - start

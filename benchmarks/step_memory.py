@@ -1,0 +1,118 @@
+r"""Where a train step's host memory goes on CPU: VmHWM / VmRSS after each phase of one process.
+
+  python benchmarks/step_memory.py --model=resnet18 --batch=16 --image_size=112
+  python benchmarks/step_memory.py --model=resnet18 --batch=16 --image_size=112 --compile_first
+
+One process per variant (3-bit S3 and full precision; peak RSS cannot be reset within a process). Each
+builds the trainer's state and jitted step (`s3jax.benchmarking`), by default in the trainer's order
+(state, then compile), with --compile_first compiling from abstract shapes before the state exists. After
+the steps it reports the bytes of live JAX arrays and VmRSS after glibc's malloc_trim, which returns the
+heap memory the process holds but no longer uses. Ends with one JSON line.
+"""
+import argparse
+import ctypes
+import json
+import os
+import subprocess
+import sys
+
+import jax
+
+from s3jax import sharding
+from s3jax.benchmarking import FULL_PRECISION_BITS, compiled_step, synthetic_batch, synthetic_config
+from s3jax.models import create_model
+from s3jax.optim import make_optimizer
+from s3jax.steps import fuses_pullback
+from s3jax.train import abstract_train_state, create_train_state, jit_train_step
+
+VARIANTS = {"s3": None, "fp": FULL_PRECISION_BITS}
+
+
+def parse_args(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--model", default="resnet18")
+  parser.add_argument("--batch", type=int, default=16, help="global batch")
+  parser.add_argument("--image_size", type=int, default=112)
+  parser.add_argument("--bits", type=int, default=3)
+  parser.add_argument("--num_classes", type=int, default=1000)
+  parser.add_argument("--steps", type=int, default=3)
+  parser.add_argument("--compile_first", action="store_true",
+                      help="compile the step from abstract shapes before creating the state")
+  parser.add_argument("--only", choices=VARIANTS, help=argparse.SUPPRESS)  # child mode
+  return parser.parse_args(argv)
+
+
+def memory_gb() -> dict:
+  """This process's VmHWM (peak) and VmRSS (now), in GB."""
+  out = {}
+  with open("/proc/self/status") as f:
+    for line in f:
+      key = line.split(":")[0]
+      if key in ("VmHWM", "VmRSS"):
+        out[key] = round(int(line.split()[1]) * 1024 / 1e9, 3)
+  return out
+
+
+def phases(args) -> dict:
+  """One variant in this process: memory after each phase."""
+  bits = VARIANTS[args.only] or args.bits
+  mesh = sharding.make_data_mesh()
+  config = synthetic_config(args.model, args.batch, bits, args.num_classes)
+  model = create_model(args.model, args.num_classes)
+  image_shape = (args.image_size, args.image_size, 3)
+  out = {"JAX started": memory_gb()}
+  with jax.set_mesh(mesh):
+    batch = synthetic_batch(args.batch, image_shape, args.num_classes, mesh)
+    if args.compile_first:
+      abstract = abstract_train_state(config, model, image_shape, mesh)
+      tx, schedule = make_optimizer(config, abstract.params, 100)
+      step = jit_train_step(model, tx, schedule, mesh, fuses_pullback(config.optim.optimizer, abstract.params))
+      compiled, _ = compiled_step(abstract, step, batch)
+      out["step compiled"] = memory_gb()
+      state, _, _ = create_train_state(config, model, image_shape, 100, mesh)
+      out["state created"] = memory_gb()
+    else:
+      state, tx, schedule = create_train_state(config, model, image_shape, 100, mesh)
+      out["state created"] = memory_gb()
+      step = jit_train_step(model, tx, schedule, mesh, fuses_pullback(config.optim.optimizer, state.params))
+      compiled, _ = compiled_step(state, step, batch)
+      out["step compiled"] = memory_gb()
+    for i in range(args.steps):
+      state, metrics = compiled(state, batch)
+      jax.block_until_ready((state, metrics))
+      if i == 0:
+        out["first step run"] = memory_gb()
+    out[f"after {args.steps} steps"] = memory_gb()
+    analysis = compiled.memory_analysis()
+  ctypes.CDLL("libc.so.6").malloc_trim(0)
+  out["after malloc_trim"] = memory_gb()
+  return {"phases": out, "live_array_gb": round(sum(a.nbytes for a in jax.live_arrays()) / 1e9, 3),
+          "argument_gb": round(analysis.argument_size_in_bytes / 1e9, 3),
+          "temp_gb": round(analysis.temp_size_in_bytes / 1e9, 3)}
+
+
+def main():
+  args = parse_args()
+  if args.only:
+    print(json.dumps(phases(args)))
+    return
+  flags = [f"--model={args.model}", f"--batch={args.batch}", f"--image_size={args.image_size}",
+           f"--bits={args.bits}", f"--num_classes={args.num_classes}", f"--steps={args.steps}"]
+  flags += ["--compile_first"] if args.compile_first else []
+  result = {"model": args.model, "batch": args.batch, "image_size": args.image_size, "bits": args.bits,
+            "order": "compile first" if args.compile_first else "state first (the trainer's)"}
+  for name in VARIANTS:
+    child = subprocess.run([sys.executable, os.path.abspath(__file__), *flags, f"--only={name}"],
+                           capture_output=True, text=True, check=False)
+    if child.returncode:
+      sys.exit(f"error: the {name} child process failed:\n{child.stderr[-2000:]}")
+    result[name] = json.loads(child.stdout.strip().splitlines()[-1])
+    print(f"{name}: " + ", ".join(f"{phase} {m['VmHWM']:.2f} / {m['VmRSS']:.2f} GB"
+                                  for phase, m in result[name]["phases"].items()), file=sys.stderr)
+  peak = {name: max(m["VmHWM"] for m in result[name]["phases"].values()) for name in VARIANTS}
+  result["peak_ratio"] = round(peak["s3"] / peak["fp"], 3)
+  print(json.dumps(result))
+
+
+if __name__ == "__main__":
+  main()
