@@ -19,7 +19,8 @@ import sys
 import jax
 
 from s3jax import sharding
-from s3jax.benchmarking import FULL_PRECISION_BITS, compiled_step, synthetic_batch, synthetic_config
+from s3jax.benchmarking import (FULL_PRECISION_BITS, add_step_arguments, compiled_step, step_argument_flags,
+                                synthetic_batch, synthetic_config)
 from s3jax.models import create_model
 from s3jax.optim import make_optimizer
 from s3jax.steps import fuses_pullback
@@ -30,11 +31,7 @@ VARIANTS = {"s3": None, "fp": FULL_PRECISION_BITS}
 
 def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--model", default="resnet18")
-  parser.add_argument("--batch", type=int, default=16, help="global batch")
-  parser.add_argument("--image_size", type=int, default=112)
-  parser.add_argument("--bits", type=int, default=3)
-  parser.add_argument("--num_classes", type=int, default=1000)
+  add_step_arguments(parser)
   parser.add_argument("--steps", type=int, default=3)
   parser.add_argument("--compile_first", action="store_true",
                       help="compile the step from abstract shapes before creating the state")
@@ -96,8 +93,7 @@ def main():
   if args.only:
     print(json.dumps(phases(args)))
     return
-  flags = [f"--model={args.model}", f"--batch={args.batch}", f"--image_size={args.image_size}",
-           f"--bits={args.bits}", f"--num_classes={args.num_classes}", f"--steps={args.steps}"]
+  flags = [*step_argument_flags(args), f"--steps={args.steps}"]
   flags += ["--compile_first"] if args.compile_first else []
   result = {"model": args.model, "batch": args.batch, "image_size": args.image_size, "bits": args.bits,
             "order": "compile first" if args.compile_first else "state first (the trainer's)"}

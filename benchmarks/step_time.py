@@ -22,7 +22,8 @@ import time
 import jax
 
 from s3jax import sharding
-from s3jax.benchmarking import compiled_step, fusion_and_copy_counts, synthetic_step
+from s3jax.benchmarking import (add_step_arguments, compiled_step, fusion_and_copy_counts,
+                                step_argument_flags, synthetic_step)
 
 FP_BITS = 32
 VARIANTS = ("s3", "fp", "s3_unfused")
@@ -33,13 +34,9 @@ SCHEDULER_VARIANTS = ("s3_memory_scheduler", "fp_memory_scheduler")
 
 def parse_args(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--model", default="resnet18")
-  parser.add_argument("--batch", type=int, default=16, help="global batch")
-  parser.add_argument("--image_size", type=int, default=112)
-  parser.add_argument("--bits", type=int, default=3)
+  add_step_arguments(parser)
   parser.add_argument("--steps", type=int, default=10, help="timed steps per variant (>= 10)")
   parser.add_argument("--warmup", type=int, default=2)
-  parser.add_argument("--num_classes", type=int, default=1000)
   parser.add_argument("--half_precision", action="store_true")
   parser.add_argument("--skip_memory", action="store_true", help="skip the memory child processes")
   parser.add_argument("--compare_unfused", action="store_true",
@@ -91,9 +88,8 @@ def peak_rss_bytes() -> int:
 def measure_peak_memory(args, names) -> dict:
   out = {}
   for which in names:
-    cmd = [sys.executable, os.path.abspath(__file__), f"--model={args.model}", f"--batch={args.batch}",
-           f"--image_size={args.image_size}", f"--bits={args.bits}", f"--num_classes={args.num_classes}",
-           f"--only={which}"] + (["--half_precision"] if args.half_precision else [])
+    cmd = [sys.executable, os.path.abspath(__file__), *step_argument_flags(args), f"--only={which}"]
+    cmd += ["--half_precision"] if args.half_precision else []
     result = subprocess.run(cmd, capture_output=True, text=True, check=True)
     out[which] = json.loads(result.stdout.strip().splitlines()[-1])
   key = "peak_device_bytes" if out["s3"]["peak_device_bytes"] else "peak_rss_bytes"

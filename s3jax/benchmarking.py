@@ -24,6 +24,21 @@ COLLECTIVES = ("all-reduce", "reduce-scatter", "all-gather", "collective-permute
 FULL_PRECISION_BITS = 32
 
 
+def add_step_arguments(parser):
+  """The argparse flags that pick the synthetic step (`synthetic_config`): model, batch, size, bits."""
+  parser.add_argument("--model", default="resnet18")
+  parser.add_argument("--batch", type=int, default=16, help="global batch")
+  parser.add_argument("--image_size", type=int, default=112)
+  parser.add_argument("--bits", type=int, default=3)
+  parser.add_argument("--num_classes", type=int, default=1000)
+
+
+def step_argument_flags(args) -> list[str]:
+  """`add_step_arguments`' flags with `args`' values, for a child process."""
+  return [f"--model={args.model}", f"--batch={args.batch}", f"--image_size={args.image_size}",
+          f"--bits={args.bits}", f"--num_classes={args.num_classes}"]
+
+
 def synthetic_config(model_name: str, batch: int, bits: int, num_classes: int = 1000,
                      half_precision: bool = False, method: str = "s3"):
   """The trainer's config for a synthetic-data step: one model, method and bit width (bits 32: float),
