@@ -234,8 +234,3 @@ class CheckpointStore:
         self._manager.close()
       except Exception:  # pylint: disable=broad-except  (already reported)
         pass
-
-
-def abstract_like(state):
-  """ShapeDtypeStructs (with shardings) describing `state`, the target for a sharded restore."""
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)

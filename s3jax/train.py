@@ -299,14 +299,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
   steps_per_epoch = dataset.steps_per_epoch
   total_steps = total_train_steps(config, steps_per_epoch)
   eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
-  state, tx, schedule = create_train_state(config, model, dataset.image_shape, steps_per_epoch, mesh)
+  abstract = abstract_train_state(config, model, dataset.image_shape, mesh)
+  tx, schedule = make_optimizer(config, abstract.params, steps_per_epoch)
 
   store = checkpointing.CheckpointStore(os.path.join(workdir, "checkpoints"), config.keep_checkpoints,
                                         identity={"quant": quant_identity(config)})
   changed = config_changes(workdir, config)
-  restored = store.restore(checkpointing.abstract_like(state), changed)
-  if restored is not None:
-    state = restored
+  state = store.restore(abstract, changed)
+  if state is None:  # a fresh start; a resume never holds the initial state beside the restored one
+    state, _, _ = create_train_state(config, model, dataset.image_shape, steps_per_epoch, mesh)
   start_step = int(state.step)
   if is_writer:
     record_config(workdir, config, start_step, changed)
