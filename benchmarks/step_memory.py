@@ -19,12 +19,11 @@ import sys
 import jax
 
 from s3jax import sharding
-from s3jax.benchmarking import (FULL_PRECISION_BITS, add_step_arguments, compiled_step, step_argument_flags,
-                                synthetic_batch, synthetic_config)
+from s3jax.benchmarking import (FULL_PRECISION_BITS, add_step_arguments, compiled_step, process_memory_bytes,
+                                step_argument_flags, synthetic_batch, synthetic_config)
 from s3jax.models import create_model
-from s3jax.optim import make_optimizer
 from s3jax.steps import fuses_pullback
-from s3jax.train import abstract_train_state, create_train_state, jit_train_step
+from s3jax.train import jit_train_step, jitted_initializer
 
 VARIANTS = {"s3": None, "fp": FULL_PRECISION_BITS}
 
@@ -41,13 +40,7 @@ def parse_args(argv=None):
 
 def memory_gb() -> dict:
   """This process's VmHWM (peak) and VmRSS (now), in GB."""
-  out = {}
-  with open("/proc/self/status") as f:
-    for line in f:
-      key = line.split(":")[0]
-      if key in ("VmHWM", "VmRSS"):
-        out[key] = round(int(line.split()[1]) * 1024 / 1e9, 3)
-  return out
+  return {key: round(n / 1e9, 3) for key, n in process_memory_bytes().items()}
 
 
 def phases(args) -> dict:
@@ -60,18 +53,16 @@ def phases(args) -> dict:
   out = {"JAX started": memory_gb()}
   with jax.set_mesh(mesh):
     batch = synthetic_batch(args.batch, image_shape, args.num_classes, mesh)
-    if args.compile_first:
-      abstract = abstract_train_state(config, model, image_shape, mesh)
-      tx, schedule = make_optimizer(config, abstract.params, 100)
-      step = jit_train_step(model, tx, schedule, mesh, fuses_pullback(config.optim.optimizer, abstract.params))
-      compiled, _ = compiled_step(abstract, step, batch)
+    init, tx, schedule = jitted_initializer(config, model, image_shape, 100, mesh)
+    key = jax.random.key(config.seed)
+    shapes = init.trace(key).out_info
+    step = jit_train_step(model, tx, schedule, mesh, fuses_pullback(config.optim.optimizer, shapes.params))
+    if args.compile_first:  # from the state's shapes alone
+      compiled, _ = compiled_step(shapes, step, batch)
       out["step compiled"] = memory_gb()
-      state, _, _ = create_train_state(config, model, image_shape, 100, mesh)
-      out["state created"] = memory_gb()
-    else:
-      state, tx, schedule = create_train_state(config, model, image_shape, 100, mesh)
-      out["state created"] = memory_gb()
-      step = jit_train_step(model, tx, schedule, mesh, fuses_pullback(config.optim.optimizer, state.params))
+    state = init(key)
+    out["state created"] = memory_gb()
+    if not args.compile_first:  # the trainer's order
       compiled, _ = compiled_step(state, step, batch)
       out["step compiled"] = memory_gb()
     for i in range(args.steps):

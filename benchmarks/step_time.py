@@ -22,10 +22,10 @@ import time
 import jax
 
 from s3jax import sharding
-from s3jax.benchmarking import (add_step_arguments, compiled_step, fusion_and_copy_counts,
-                                step_argument_flags, synthetic_step)
+from s3jax.benchmarking import (FULL_PRECISION_BITS, add_step_arguments, compiled_step,
+                                fusion_and_copy_counts, process_memory_bytes, step_argument_flags,
+                                synthetic_step)
 
-FP_BITS = 32
 VARIANTS = ("s3", "fp", "s3_unfused")
 # XLA:CPU's memory-optimized schedule, per executable (the default is concurrency-optimized).
 MEMORY_SCHEDULER = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
@@ -48,7 +48,7 @@ def parse_args(argv=None):
 
 
 def build(args, variant, mesh):
-  bits = FP_BITS if variant.startswith("fp") else args.bits
+  bits = FULL_PRECISION_BITS if variant.startswith("fp") else args.bits
   state, step, batch = synthetic_step(args.model, args.batch, args.image_size, bits, mesh,
                                       args.num_classes, args.half_precision,
                                       fused_pullback=False if variant == "s3_unfused" else None)
@@ -77,12 +77,9 @@ def peak_memory_child(args) -> dict:
 
 
 def peak_rss_bytes() -> int:
-  """This process's peak RSS. VmHWM, not ru_maxrss, which Linux carries over from the forking parent."""
-  with open("/proc/self/status") as f:
-    for line in f:
-      if line.startswith("VmHWM:"):
-        return int(line.split()[1]) * 1024
-  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+  """This process's peak RSS (ru_maxrss where there is no /proc)."""
+  return (process_memory_bytes().get("VmHWM")
+          or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 
 
 def measure_peak_memory(args, names) -> dict:

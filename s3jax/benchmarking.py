@@ -24,6 +24,21 @@ COLLECTIVES = ("all-reduce", "reduce-scatter", "all-gather", "collective-permute
 FULL_PRECISION_BITS = 32
 
 
+def process_memory_bytes() -> dict:
+  """This process's VmHWM (peak) and VmRSS (now) in bytes, from /proc/self/status; {} where there is
+  none. VmHWM, not ru_maxrss, which Linux carries over from the forking parent."""
+  out = {}
+  try:
+    with open("/proc/self/status") as f:
+      for line in f:
+        key = line.split(":")[0]
+        if key in ("VmHWM", "VmRSS"):
+          out[key] = int(line.split()[1]) * 1024
+  except OSError:
+    pass
+  return out
+
+
 def add_step_arguments(parser):
   """The argparse flags that pick the synthetic step (`synthetic_config`): model, batch, size, bits."""
   parser.add_argument("--model", default="resnet18")

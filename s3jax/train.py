@@ -63,19 +63,23 @@ def _state_initializer(config, model, image_shape, steps_per_epoch: int):
   return init_state, tx, schedule
 
 
+def jitted_initializer(config, model, image_shape, steps_per_epoch: int, mesh):
+  """(init, tx, schedule): `init(key)` is the initial state, replicated over `mesh`. jit caches its trace,
+  so `init.trace(key).out_info` (the state's shapes: a restore target) and `init(key)` trace it once."""
+  init_state, tx, schedule = _state_initializer(config, model, image_shape, steps_per_epoch)
+  return jax.jit(init_state, out_shardings=sharding.replicated(mesh)), tx, schedule
+
+
 def create_train_state(config, model, image_shape, steps_per_epoch: int, mesh):
   """The initial state, replicated over `mesh`, and the optimizer's (tx, schedule)."""
-  init_state, tx, schedule = _state_initializer(config, model, image_shape, steps_per_epoch)
-  state = jax.jit(init_state, out_shardings=sharding.replicated(mesh))(jax.random.key(config.seed))
-  return state, tx, schedule
+  init, tx, schedule = jitted_initializer(config, model, image_shape, steps_per_epoch, mesh)
+  return init(jax.random.key(config.seed)), tx, schedule
 
 
 def abstract_train_state(config, model, image_shape, mesh):
   """The train state's shapes, replicated over `mesh`, without computing it: a restore target."""
-  init_state, _, _ = _state_initializer(config, model, image_shape, 1)
-  shapes = jax.eval_shape(init_state, jax.random.key(config.seed))
-  replicated = sharding.replicated(mesh)
-  return jax.tree.map(lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)
+  init, _, _ = jitted_initializer(config, model, image_shape, 1, mesh)
+  return init.trace(jax.random.key(config.seed)).out_info
 
 
 def restore_for_inference(config, workdir: str, image_shape, step: int | None = None):
@@ -299,15 +303,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
   steps_per_epoch = dataset.steps_per_epoch
   total_steps = total_train_steps(config, steps_per_epoch)
   eval_every = config.eval_every_steps if config.eval_every_steps > 0 else steps_per_epoch
-  abstract = abstract_train_state(config, model, dataset.image_shape, mesh)
-  tx, schedule = make_optimizer(config, abstract.params, steps_per_epoch)
+  init, tx, schedule = jitted_initializer(config, model, dataset.image_shape, steps_per_epoch, mesh)
+  key = jax.random.key(config.seed)
 
   store = checkpointing.CheckpointStore(os.path.join(workdir, "checkpoints"), config.keep_checkpoints,
                                         identity={"quant": quant_identity(config)})
   changed = config_changes(workdir, config)
-  state = store.restore(abstract, changed)
+  state = store.restore(init.trace(key).out_info, changed)
   if state is None:  # a fresh start; a resume never holds the initial state beside the restored one
-    state, _, _ = create_train_state(config, model, dataset.image_shape, steps_per_epoch, mesh)
+    state = init(key)
   start_step = int(state.step)
   if is_writer:
     record_config(workdir, config, start_step, changed)
