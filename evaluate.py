@@ -32,15 +32,17 @@ def main(argv):
     raise SystemExit("error: give exactly one of --workdir (a checkpoint) or --export (an export directory).")
   import ml_collections
 
-  from s3jax import deploy
+  from s3jax import workdir
+  from s3jax.classification import format_final
   from s3jax.cli import config_value
+  from s3jax.deploy import from_workdir as deploy
+  from s3jax.deploy.export import read_manifest
   from s3jax.errors import ConfigError
-  from s3jax.export import read_manifest
   try:
     if flags.FLAGS["config"].present:
       config = config_value(_CONFIG)
     elif _WORKDIR.value:
-      config = deploy.workdir_config(_WORKDIR.value)
+      config = workdir.read_config(_WORKDIR.value)
     else:
       config = ml_collections.ConfigDict(read_manifest(_EXPORT.value)["training_config"])
     if _WORKDIR.value:
@@ -52,8 +54,7 @@ def main(argv):
   except ConfigError as err:
     raise SystemExit(f"error: {err}") from None
   print(f"evaluated {what} on {config.data.name}")
-  top5 = f"  eval/top5 = {metrics['eval/top5']:.4f}" if "eval/top5" in metrics else ""
-  print(f"final eval/top1 = {metrics['eval/top1']:.4f}{top5}  eval/loss = {metrics['eval/loss']:.4f}")
+  print(format_final(metrics))
 
 
 if __name__ == "__main__":

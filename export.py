@@ -4,7 +4,7 @@ r"""Exports a trained shift network at its bit width: bit-packed codes, float pa
   python export.py --workdir=/tmp/s3_mnist --output=/tmp/export_200 --step=200
 
 Reads the workdir's config.json and its latest checkpoint (or --step), parameters only. The layout is in
-README.md ('Export and deploy'); load it back with `s3jax.export.load(DIR)`.
+README.md ('Export and deploy'); load it back with `s3jax.deploy.export.load(DIR)`.
 """
 from absl import app, flags
 
@@ -27,7 +27,7 @@ def main(argv):
 
   from s3jax.cli import quiet_library_info
   logging.get_absl_handler().addFilter(quiet_library_info)
-  from s3jax.deploy import export_checkpoint
+  from s3jax.deploy.from_workdir import export_checkpoint
   from s3jax.errors import ConfigError
   try:
     manifest = export_checkpoint(_WORKDIR.value, _OUTPUT.value, _STEP.value, _STABLEHLO.value)

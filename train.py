@@ -85,8 +85,10 @@ def main(argv):
   # Imported after flag parsing, so --help stays fast.
   from s3jax.cli import config_value
   from s3jax.errors import CheckpointSaveError, ConfigError
-  from s3jax.sharding import initialize_distributed
-  from s3jax.train import Preempted, TrainingStopped, train_and_evaluate
+  from s3jax.classification import format_final
+  from s3jax.training.guards import Preempted, TrainingStopped
+  from s3jax.training.loop import train_and_evaluate
+  from s3jax.training.sharding import initialize_distributed
 
   config = config_value(_CONFIG)
   process = initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
@@ -106,8 +108,7 @@ def main(argv):
     print(notice)
     return
   if "eval/top1" in metrics:
-    top5 = f"  eval/top5 = {metrics['eval/top5']:.4f}" if "eval/top5" in metrics else ""
-    print(f"final eval/top1 = {metrics['eval/top1']:.4f}{top5}  eval/loss = {metrics['eval/loss']:.4f}")
+    print(format_final(metrics))
 
 
 if __name__ == "__main__":

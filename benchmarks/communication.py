@@ -6,26 +6,24 @@ Compiles the trainer's train step over 8 fake CPU devices (batch sharded on 'dat
 every collective in the compiled HLO. Goal: S3 all-reduces dL/dW (one weight-sized tensor per layer),
 not its 2+K latent gradients, so the ratio is ~1. Ends with one JSON line.
 """
-import argparse
 import json
 import os
 import sys
 
+from absl import app, flags
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--model", default="resnet18")
-  parser.add_argument("--image_size", type=int, default=112)
-  parser.add_argument("--batch", type=int, default=16)
-  parser.add_argument("--bits", type=int, default=3)
-  parser.add_argument("--devices", type=int, default=8)
-  args = parser.parse_args()
+from s3jax.cli import parse_flags
+
+
+def main(argv):
+  del argv
+  args = flags.FLAGS
   # Fake CPU devices must be requested before JAX starts.
   os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
   os.environ["JAX_PLATFORMS"] = "cpu"
   import jax
-  from s3jax import sharding
-  from s3jax.benchmarking import collective_bytes, compiled_step, synthetic_step
+  from s3jax.training import sharding
+  from benchlib import collective_bytes, compiled_step, synthetic_step
 
   mesh = sharding.make_data_mesh()
   totals, params = {}, {}
@@ -44,5 +42,14 @@ def main():
                     "fp_param_leaves_size": params["fp"]}))
 
 
+def _define_flags():
+  flags.DEFINE_string("model", "resnet18", "Model name (s3jax.models).")
+  flags.DEFINE_integer("image_size", 112, "Image height and width in pixels.")
+  flags.DEFINE_integer("batch", 16, "Global batch size.")
+  flags.DEFINE_integer("bits", 3, "Bit width of the quantized method.")
+  flags.DEFINE_integer("devices", 8, "Fake CPU devices.")
+
+
 if __name__ == "__main__":
-  main()
+  _define_flags()
+  app.run(main, flags_parser=parse_flags)

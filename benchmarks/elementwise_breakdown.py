@@ -6,7 +6,6 @@ Both parts are elementwise over the params tree: S3 has 2+K latents (and as many
 weight. The optimizer is timed as built by `make_optimizer`, and also wrapped in `optax.flatten` (one
 concatenated vector instead of one kernel per leaf) to show how much is per-leaf overhead. JSON lines.
 """
-import argparse
 import json
 import time
 
@@ -14,11 +13,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import app, flags
 
+from s3jax.cli import parse_flags
 from s3jax.config import base_config
 from s3jax.models import create_model
-from s3jax.optim import make_optimizer
 from s3jax.quant import materialize_tree, to_latents
+from s3jax.training.optim import make_optimizer
 
 
 def median_time(fn, *args, n=20):
@@ -32,11 +33,9 @@ def median_time(fn, *args, n=20):
   return float(np.median(times))
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--model", default="resnet50")
-  parser.add_argument("--bits", type=int, default=3)
-  args = parser.parse_args()
+def main(argv):
+  del argv
+  args = flags.FLAGS
   model = create_model(args.model, 1000)
   params = jax.jit(lambda k: model.init(k, jnp.zeros((1, 224, 224, 3)), train=False)["params"])(
       jax.random.key(0))
@@ -65,5 +64,11 @@ def main():
     print(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}))
 
 
+def _define_flags():
+  flags.DEFINE_string("model", "resnet50", "Model name (s3jax.models).")
+  flags.DEFINE_integer("bits", 3, "Bit width of the quantized method.")
+
+
 if __name__ == "__main__":
-  main()
+  _define_flags()
+  app.run(main, flags_parser=parse_flags)

@@ -7,7 +7,6 @@ Both variants run the whole eval split through the trainer's jitted eval step an
 "with" also computes the sign-flip and low-value rates against the previous signs (the trainer's own
 `make_weight_statistics`). Interleaved, medians after one warm-up each. Ends with one JSON line.
 """
-import argparse
 import importlib.util
 import json
 import os
@@ -16,11 +15,15 @@ import time
 
 import jax
 import jax.numpy as jnp
+from absl import app, flags
 
-from s3jax import input_pipeline, quant, sharding
+from s3jax import data, quant
+from s3jax.cli import parse_flags
 from s3jax.models import create_model
-from s3jax.steps import make_eval_step
-from s3jax.train import create_train_state, make_weight_statistics
+from s3jax.training import sharding
+from s3jax.training.evaluation import make_weight_statistics
+from s3jax.training.state import create_train_state
+from s3jax.training.steps import make_eval_step
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,16 +35,13 @@ def load_config(name: str):
   return module.get_config()
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--config", default="mnist")
-  parser.add_argument("--method", default="s3")
-  parser.add_argument("--repeats", type=int, default=7)
-  args = parser.parse_args(argv)
+def main(argv):
+  del argv
+  args = flags.FLAGS
   config = load_config(args.config)
   config.quant.method = args.method
   mesh = sharding.make_data_mesh()
-  dataset = input_pipeline.create_dataset(config)
+  dataset = data.create_dataset(config)
   model = create_model(config.model, dataset.num_classes)
   state, _, _ = create_train_state(config, model, dataset.image_shape, dataset.steps_per_epoch, mesh)
   replicated = sharding.replicated(mesh)
@@ -75,5 +75,12 @@ def main(argv=None):
                     "ratio": with_ / without, "repeats": args.repeats}))
 
 
+def _define_flags():
+  flags.DEFINE_string("config", "mnist", "Config name in configs/ (without .py).")
+  flags.DEFINE_string("method", "s3", "Quantization method (s3jax.quant.method_names()).")
+  flags.DEFINE_integer("repeats", 7, "Timed repetitions (the median is reported).")
+
+
 if __name__ == "__main__":
-  main()
+  _define_flags()
+  app.run(main, flags_parser=parse_flags)

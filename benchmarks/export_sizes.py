@@ -7,42 +7,28 @@ Sizes do not depend on training, so each model is exported from its initialisati
 ImageNet stem). Every method at the same bit width packs to the same size (DeepShift-Q can need one more
 bit on a layer that holds exact zeros). Prints a markdown table and one JSON line.
 """
-import argparse
 import json
-import os
-import sys
 import tempfile
 
-import jax
-import jax.numpy as jnp
+from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from s3jax import quant  # noqa: E402
-from s3jax.export import write_export  # noqa: E402
-from s3jax.models import create_model  # noqa: E402
+from benchlib import initial_variables
+from s3jax.cli import parse_flags
+from s3jax.deploy.export import write_export
 
 
 def export_size(model_name: str, bits: int, num_classes: int, image_size: int, method: str = "s3") -> dict:
-  model = create_model(model_name, num_classes)
-  variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, image_size, image_size, 3)), train=False))(
-      jax.random.key(0))
-  q = quant.quantizer(method, bits)
-  params = quant.to_latents(variables["params"], quant.DEFAULT_RESNET_RULES, jax.random.key(1), quantizer=q)
+  _, params, batch_stats = initial_variables(model_name, image_size, bits, method, num_classes)
   spec = {"shape": [image_size, image_size, 3], "mean": [0.0] * 3, "std": [1.0] * 3, "pixels": "-"}
   with tempfile.TemporaryDirectory() as directory:
-    manifest = write_export(params, variables["batch_stats"], directory, model=model_name,
+    manifest = write_export(params, batch_stats, directory, model=model_name,
                             num_classes=num_classes, input_spec=spec, step=0)
   return {"model": model_name, "method": method, "bits": bits, **manifest["sizes"]}
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--models", default="resnet18,resnet50")
-  parser.add_argument("--bits", default="2,3,4")
-  parser.add_argument("--num_classes", type=int, default=1000)
-  parser.add_argument("--image_size", type=int, default=224)
-  args = parser.parse_args(argv)
+def main(argv):
+  del argv
+  args = flags.FLAGS
   rows = []
   print("| model | bits | float32 model | export | ratio | quantized kernels: float32 -> packed | ratio |")
   print("|---|---|---|---|---|---|---|")
@@ -56,5 +42,13 @@ def main(argv=None):
   print(json.dumps(rows))
 
 
+def _define_flags():
+  flags.DEFINE_string("models", "resnet18,resnet50", "Comma-separated model names.")
+  flags.DEFINE_string("bits", "2,3,4", "Comma-separated bit widths.")
+  flags.DEFINE_integer("num_classes", 1000, "Classifier outputs.")
+  flags.DEFINE_integer("image_size", 224, "Image height and width in pixels.")
+
+
 if __name__ == "__main__":
-  main()
+  _define_flags()
+  app.run(main, flags_parser=parse_flags)

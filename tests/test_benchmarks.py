@@ -5,10 +5,15 @@ import subprocess
 import sys
 
 import jax
+import pytest
 
 from helpers import REPO, cli_env
-from s3jax import sharding
-from s3jax.benchmarking import collective_bytes, compiled_step, synthetic_step
+from s3jax.training import sharding
+
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+from benchlib import collective_bytes, compiled_step, synthetic_step  # noqa: E402
+
+pytestmark = pytest.mark.slow  # runs the trainer, a CLI or several processes
 
 
 def test_collective_bytes_parses_sync_and_async_collectives():

@@ -4,6 +4,9 @@ import pytest
 from helpers import run_cli
 
 
+pytestmark = pytest.mark.slow  # runs the trainer, a CLI or several processes
+
+
 def assert_one_line_error(result, expected: str):
   assert result.returncode != 0, result.stdout[-500:]
   assert "Traceback" not in result.stderr, result.stderr[-3000:]

@@ -13,13 +13,15 @@ import pytest
 
 from helpers import REPO, cli_env, load_config
 from s3jax import quant
-from s3jax.deploy import checkpoint_apply, workdir_config
-from s3jax.export import ExportError, load, pack_indices, unpack_indices, write_export
-from s3jax.inference import evaluate_apply, plain_apply, shift_add_apply
-from s3jax.input_pipeline import create_dataset
-from s3jax.metrics import read_metrics
+from s3jax.deploy.from_workdir import checkpoint_apply, restore_variables
+from s3jax.deploy.export import ExportError, load, pack_indices, unpack_indices, write_export
+from s3jax.deploy.inference import evaluate_apply, plain_apply, shift_add_apply
+from s3jax.data import create_dataset
+from s3jax.workdir import read_metrics
 from s3jax.models import create_model
-from s3jax.train import restore_for_inference, train_and_evaluate
+from s3jax.quant.tree import latents_with_paths, path_name
+from s3jax.training.loop import train_and_evaluate
+from s3jax.workdir import read_config
 
 
 def _run(script, *args, timeout=300):
@@ -39,6 +41,25 @@ def exported(tmp_path_factory):
   return workdir, output, result.stdout
 
 
+@pytest.mark.slow
+def test_export_and_evaluate_run_on_another_device_count(exported, tmp_path):
+  """Trained on 8 devices at batch 64; exported and evaluated on 3, which do not divide 64."""
+  workdir, _, _ = exported
+  trained = [r for r in read_metrics(workdir) if "eval/top1" in r][-1]
+  output = str(tmp_path / "on3")
+
+  def run(script, *args):
+    return subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=REPO, env=cli_env(3),
+                          capture_output=True, text=True, timeout=300)
+
+  result = run("export.py", f"--workdir={workdir}", f"--output={output}", "--nostablehlo")
+  assert result.returncode == 0, result.stderr[-2000:]
+  for source in (f"--workdir={workdir}", f"--export={output}"):
+    result = run("evaluate.py", source)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"final eval/top1 = {trained['eval/top1']:.4f}" in result.stdout, (source, result.stdout)
+
+
 @pytest.mark.parametrize("width", [1, 2, 3, 4, 5])
 def test_packing_matches_the_documented_bit_stream(width):
   """Weight i's index in bits [i*w, (i+1)*w), least-significant first: the stream as one Python integer."""
@@ -53,17 +74,19 @@ def test_packing_matches_the_documented_bit_stream(width):
     pack_indices(np.array([2 ** width]), width)
 
 
+@pytest.mark.slow
 def test_export_has_the_checkpoints_codes_and_sizes(exported):
   workdir, output, stdout = exported
-  config = workdir_config(workdir)
-  _, params, _, step = restore_for_inference(config, workdir, (8, 8, 1))
+  config = read_config(workdir)
+  _, variables, step, _ = restore_variables(config, workdir)
+  params = variables["params"]
   loaded = load(output)
   assert loaded.manifest["step"] == step == 12
-  saved = dict(quant.latents_with_paths(params))
+  saved = dict(latents_with_paths(params))
   assert len(saved) == 20  # 18 stage convs of ResNet-20 and its two 1x1 downsample convs
   flat = {k: v for k, v in jax.tree_util.tree_flatten_with_path(
       loaded.params, is_leaf=lambda x: hasattr(x, "codes"))[0]}
-  codes = {quant.path_name(p): x.codes for p, x in flat.items() if hasattr(x, "codes")}
+  codes = {path_name(p): x.codes for p, x in flat.items() if hasattr(x, "codes")}
   assert codes.keys() == saved.keys()
   for path, latent in saved.items():
     np.testing.assert_array_equal(codes[path], np.asarray(quant.to_codes(latent)), err_msg=path)
@@ -77,13 +100,14 @@ def test_export_has_the_checkpoints_codes_and_sizes(exported):
   assert manifest["levels"] == [-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0]
 
 
+@pytest.mark.slow
 def test_three_inference_paths_against_the_trainer(exported):
   """Plain path: bit-identical to the trainer's eval logits. Multiplication-free: within float rounding,
   same predictions on the whole eval split. StableHLO in a process without s3jax: equal logits."""
   workdir, output, _ = exported
-  config = workdir_config(workdir)
+  config = read_config(workdir)
   dataset = create_dataset(config)
-  trainer_apply, _ = checkpoint_apply(config, workdir, dataset.image_shape)
+  trainer_apply, _, _ = checkpoint_apply(config, workdir)
   loaded = load(output)
   plain, shift_add = plain_apply(loaded), shift_add_apply(loaded)
   images = np.concatenate([b["image"] for b in dataset.eval_batches()])[:dataset.num_test]
@@ -115,6 +139,7 @@ def test_three_inference_paths_against_the_trainer(exported):
   np.testing.assert_array_equal(np.load(os.path.join(output, "..", "logits.npy")), reference)
 
 
+@pytest.mark.slow
 def test_evaluate_cli_on_checkpoint_and_export(exported):
   workdir, output, _ = exported
   trainer_eval = [r for r in read_metrics(workdir) if "eval/top1" in r][-1]
@@ -136,6 +161,7 @@ def _one_line_error(result, *fragments):
     assert fragment in error[0], error[0]
 
 
+@pytest.mark.slow
 def test_corrupted_exports_are_refused_in_one_line(exported, tmp_path):
   _, output, _ = exported
   cases = {}
@@ -180,6 +206,7 @@ def _edit_manifest(directory, **changes):
   json.dump(manifest, open(path, "w"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method,scale", [("deepshift_q", "learned")])
 def test_other_methods_round_trip_and_run_without_multiplications(method, scale, tmp_path):
   """Random latents of another method, with a scale, on ResNet-20: codes, decoded kernels and both paths.
@@ -199,7 +226,7 @@ def test_other_methods_round_trip_and_run_without_multiplications(method, scale,
   loaded = load(str(tmp_path))
   widths = {e["bits_per_weight"] for e in manifest["arrays"].values() if e["kind"] == "codes"}
   assert widths == ({3, 4} if method == "deepshift_q" else {3})
-  for (path, kernel) in quant.latents_with_paths(params):
+  for (path, kernel) in latents_with_paths(params):
     node = loaded.params
     for part in path.split("/"):
       node = node[part]

@@ -12,10 +12,13 @@ import numpy as np
 import pytest
 
 from helpers import REPO, cli_command, cli_env, load_config, restore_checkpoint, run_cli
-from s3jax.train import train_and_evaluate
+from s3jax.training.loop import train_and_evaluate
 
 # 100 steps of batch 32 on the 8x8 digits, a checkpoint every 10 steps, on one CPU device (the
 # multi-device paths have their own tests; one device keeps these runs short).
+pytestmark = pytest.mark.slow  # runs the trainer, a CLI or several processes
+
+
 RUN = ("total_steps=100", "batch_size=32", "log_every_steps=5", "checkpoint_every_steps=10",
        "eval_every_steps=50", "keep_checkpoints=30")
 TOTAL = 100

@@ -11,6 +11,9 @@ import pytest
 
 from helpers import REPO, cli_command, cli_env, run_cli
 
+pytestmark = pytest.mark.slow  # runs the trainer, a CLI or several processes
+
+
 RUN = ("total_steps=20", "batch_size=32", "log_every_steps=5", "checkpoint_every_steps=10",
        "eval_every_steps=10")
 

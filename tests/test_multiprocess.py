@@ -5,7 +5,12 @@ import shutil
 import socket
 import subprocess
 
+import pytest
+
 from helpers import REPO, cli_command, cli_env, run_cli
+
+pytestmark = pytest.mark.slow  # runs the trainer, a CLI or several processes
+
 
 RUN = ("total_steps=10", "batch_size=32", "log_every_steps=1", "checkpoint_every_steps=5",
        "eval_every_steps=10")

@@ -4,7 +4,6 @@ import math
 import chex
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import flax.linen as nn
@@ -13,18 +12,16 @@ import pytest
 import s3jax
 from helpers import apply_overrides
 from s3jax import dense_penalty, dense_weight_penalty, init_latent, make_optimizer, materialize
-from s3jax.optim import make_schedule
+from s3jax.config import base_config
+from s3jax.training.optim import make_schedule
 
 
 def optim_config(**overrides):
-  c = ml_collections.ConfigDict()
-  c.batch_size = 256
-  c.num_epochs = 10
-  c.total_steps = 0
-  c.quant = ml_collections.ConfigDict({"dense_penalty": 1e-5})
-  c.optim = ml_collections.ConfigDict(
-      {"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "cosine_epoch", "warmup_epochs": 0,
-       "optimizer": "sgd", "latent_weight_decay": True})
+  c = base_config()  # the trainer's config, at this recipe
+  c.batch_size, c.num_epochs, c.total_steps = 256, 10, 0
+  c.quant.dense_penalty = 1e-5
+  c.optim.update({"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "cosine_epoch",
+                  "warmup_epochs": 0, "optimizer": "sgd", "latent_weight_decay": True})
   return apply_overrides(c, overrides)
 
 
@@ -186,7 +183,8 @@ def test_train_step_is_bit_identical_to_the_optax_chain(method, scale, optimizer
   """The trainer's step (pull-back from int8 gradient proxies inside the guard) against the plain form:
   dL/dW pulled back through materialize_tree at the latents, the optax chain, apply_updates, project_tree.
   Every leaf, every step."""
-  from s3jax.steps import TrainState, fuses_pullback, make_train_step
+  from s3jax.training.state import TrainState
+  from s3jax.training.steps import fuses_pullback, make_train_step
   from s3jax.config import base_config
   config = apply_overrides(base_config(), {
       "batch_size": 8, "optim.schedule": "constant", "optim.lr": 3.0, "optim.weight_decay": 1e-3,

@@ -9,8 +9,11 @@ import numpy as np
 import pytest
 
 from helpers import REPO, load_config, restore_checkpoint
-from s3jax.metrics import read_metrics
-from s3jax.train import train_and_evaluate
+from s3jax.workdir import read_metrics
+from s3jax.training.loop import train_and_evaluate
+
+
+pytestmark = pytest.mark.slow  # runs the trainer, a CLI or several processes
 
 
 @pytest.fixture(scope="module")

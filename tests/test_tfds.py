@@ -8,12 +8,13 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from helpers import load_config
-from s3jax import input_pipeline
+from s3jax import data
 from s3jax.errors import DataError
-from s3jax.metrics import read_metrics
-from s3jax.synthetic_data import val_color, write_image_folder, write_synthetic_imagenet
-from s3jax.tfds_pipeline import IMAGENET_MEAN, IMAGENET_STD, random_resized_crop, resize_and_center_crop
-from s3jax.train import train_and_evaluate
+from s3jax.workdir import read_metrics
+from s3jax.deploy.from_workdir import export_checkpoint
+from s3jax.data.synthetic import val_color, write_image_folder, write_synthetic_imagenet
+from s3jax.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD, random_resized_crop, resize_and_center_crop
+from s3jax.training.loop import train_and_evaluate
 
 NUM_VAL = 20
 
@@ -34,6 +35,7 @@ def tiny_imagenet(imagenet_dirs, **overrides):
   return load_config("imagenet_r50", **{**base, **overrides})
 
 
+@pytest.mark.slow
 def test_synthetic_imagenet_prepares_and_trains_end_to_end(imagenet_dirs, tmp_path):
   final = train_and_evaluate(tiny_imagenet(imagenet_dirs), str(tmp_path))
   records = read_metrics(str(tmp_path))
@@ -52,12 +54,13 @@ def _color_index(image):
   return int(np.argmin(dists))
 
 
+@pytest.mark.slow
 def test_eval_sees_every_validation_example_once_across_two_processes(imagenet_dirs):
   config = tiny_imagenet(imagenet_dirs, batch_size=6)
   seen, labels_seen = [], []
   batch_counts = []
   for index in range(2):
-    dataset = input_pipeline.create_dataset(config, input_pipeline.ProcessShard(index, 2))
+    dataset = data.create_dataset(config, data.ProcessShard(index, 2))
     batches = list(dataset.eval_batches())
     batch_counts.append(len(batches))
     for batch in batches:
@@ -75,10 +78,11 @@ def test_eval_sees_every_validation_example_once_across_two_processes(imagenet_d
   assert labels_seen == ordered
 
 
+@pytest.mark.slow
 def test_train_batches_are_seeded_and_sharded(imagenet_dirs):
   config = tiny_imagenet(imagenet_dirs)
-  a = input_pipeline.create_dataset(config, input_pipeline.ProcessShard(0, 2))
-  b = input_pipeline.create_dataset(config, input_pipeline.ProcessShard(0, 2))
+  a = data.create_dataset(config, data.ProcessShard(0, 2))
+  b = data.create_dataset(config, data.ProcessShard(0, 2))
   batch_a, batch_b = next(a.train_iterator(0)), next(b.train_iterator(0))
   assert batch_a["image"].shape == (4, 32, 32, 3)  # per-process batch = 8 / 2
   np.testing.assert_array_equal(batch_a["image"], batch_b["image"])
@@ -89,15 +93,16 @@ def test_missing_imagenet_files_are_named(tmp_path):
   config = load_config("imagenet_r18", **{"data.manual_dir": str(tmp_path / "nothing_here"),
                                           "data.data_dir": str(tmp_path / "tfds")})
   with pytest.raises(DataError, match="ILSVRC2012_img_train.tar, ILSVRC2012_img_val.tar"):
-    input_pipeline.create_dataset(config, input_pipeline.ProcessShard(0, 1))
+    data.create_dataset(config, data.ProcessShard(0, 1))
 
 
 def test_unprepared_cifar_is_a_clear_error(tmp_path):
   config = load_config("digits", **{"data.name": "cifar10", "data.data_dir": str(tmp_path)})
   with pytest.raises(DataError, match="tfds build cifar10"):
-    input_pipeline.create_dataset(config, input_pipeline.ProcessShard(0, 1))
+    data.create_dataset(config, data.ProcessShard(0, 1))
 
 
+@pytest.mark.slow
 def test_image_folder_trains_and_takes_classes_from_folders(tmp_path):
   root = str(tmp_path / "folder")
   write_image_folder(root, ["cat", "dog", "emu"], per_class=4, eval_dir="val")
@@ -105,12 +110,17 @@ def test_image_folder_trains_and_takes_classes_from_folders(tmp_path):
                                     "data.image_size": 32, "num_classes": 0, "batch_size": 8,
                                     "data.crop_padding": 0,
                                     "total_steps": 3, "eval_every_steps": 3})
-  dataset = input_pipeline.create_dataset(config, input_pipeline.ProcessShard(0, 1))
+  dataset = data.create_dataset(config, data.ProcessShard(0, 1))
   assert dataset.num_classes == 3 and dataset.num_train == 12 and dataset.num_test == 12
   assert dataset.augment == "pad_crop" and dataset.crop_padding == 4  # 32 px: no 9 px resized crops
   final = train_and_evaluate(config, str(tmp_path / "work"))
   assert "eval/top1" in final and "eval/top5" not in final  # top-5 of 3 classes means nothing
   assert [r["step"] for r in read_metrics(str(tmp_path / "work")) if "eval/top1" in r] == [3]
+  # Export needs neither the data nor num_classes in the config: the run recorded its model's input.
+  shutil.rmtree(root)
+  manifest = export_checkpoint(str(tmp_path / "work"), str(tmp_path / "export"), stablehlo=False)
+  assert manifest["num_classes"] == 3 and manifest["input"]["shape"] == [32, 32, 3]
+  assert manifest["input"]["mean"] == list(IMAGENET_MEAN)
 
 
 def _folder_config(root, **overrides):
@@ -120,39 +130,39 @@ def _folder_config(root, **overrides):
 
 
 def test_image_folder_problems_are_named(tmp_path):
-  shard = input_pipeline.ProcessShard(0, 1)
+  shard = data.ProcessShard(0, 1)
   one = str(tmp_path / "one")
   write_image_folder(one, ["cat"], per_class=4)
   with pytest.raises(DataError, match="has 1 class folder"):
-    input_pipeline.create_dataset(_folder_config(one), shard)
+    data.create_dataset(_folder_config(one), shard)
   empty = str(tmp_path / "empty")
   write_image_folder(empty, ["cat", "dog"], per_class=4)
   shutil.rmtree(os.path.join(empty, "test"))
   os.makedirs(os.path.join(empty, "test", "cat"))
   with pytest.raises(DataError, match="test holds no images"):
-    input_pipeline.create_dataset(_folder_config(empty), shard)
+    data.create_dataset(_folder_config(empty), shard)
   corrupt = str(tmp_path / "corrupt")
   write_image_folder(corrupt, ["cat", "dog"], per_class=4)
   bad = os.path.join(corrupt, "train", "dog", "dog_2.jpg")
   with open(bad, "wb") as f:
     f.write(b"\x89PNG not really an image")
   with pytest.raises(DataError, match=f"{bad} is not a readable image"):
-    input_pipeline.create_dataset(_folder_config(corrupt), shard)
+    data.create_dataset(_folder_config(corrupt), shard)
 
 
 def test_augmentation_keys_that_would_do_nothing_are_errors(tmp_path):
-  shard = input_pipeline.ProcessShard(0, 1)
+  shard = data.ProcessShard(0, 1)
   root = str(tmp_path / "folder")
   write_image_folder(root, ["cat", "dog"], per_class=4)
   big = _folder_config(root, **{"data.image_size": 96})
-  assert input_pipeline.create_dataset(big, shard).augment == "inception_crop"
+  assert data.create_dataset(big, shard).augment == "inception_crop"
   with pytest.raises(DataError, match="data.crop_padding=2 has no effect with data.augment='inception_crop'"):
-    input_pipeline.create_dataset(_folder_config(root, **{"data.image_size": 96, "data.crop_padding": 2}),
+    data.create_dataset(_folder_config(root, **{"data.image_size": 96, "data.crop_padding": 2}),
                                   shard)
   with pytest.raises(DataError, match="crop_scale_min has no effect"):
-    input_pipeline.create_dataset(_folder_config(root, **{"data.crop_scale_min": 0.5}), shard)
+    data.create_dataset(_folder_config(root, **{"data.crop_scale_min": 0.5}), shard)
   with pytest.raises(ValueError, match="does not apply to digits"):
-    input_pipeline.create_dataset(load_config("digits", **{"data.augment": "inception_crop"}), shard)
+    data.create_dataset(load_config("digits", **{"data.augment": "inception_crop"}), shard)
 
 
 def _encode(image):

@@ -1,4 +1,5 @@
 """The trainer end to end on 8 fake CPU devices, on the real code paths (no mocks)."""
+import logging
 import os
 import shutil
 import subprocess
@@ -11,13 +12,15 @@ import numpy as np
 import pytest
 
 from helpers import REPO, config_names, load_config, restore_checkpoint
-from s3jax import input_pipeline, sharding
+from s3jax import data
+from s3jax.training import sharding
 from s3jax.config import validate_config
-from s3jax.metrics import read_metrics
+from s3jax.workdir import read_metrics
 from s3jax.models import create_model
-from s3jax.optim import make_optimizer
-from s3jax.train import create_train_state, jit_train_step, train_and_evaluate
-from s3jax.steps import fuses_pullback
+from s3jax.training.optim import make_optimizer
+from s3jax.training.loop import jit_train_step, train_and_evaluate
+from s3jax.training.state import create_train_state
+from s3jax.training.steps import fuses_pullback
 
 
 def test_runs_on_eight_fake_devices():
@@ -29,6 +32,7 @@ def tiny_digits(**overrides):
   return load_config("digits", **{**base, **overrides})
 
 
+@pytest.mark.slow
 def test_digits_trains_end_to_end(tmp_path):
   config = tiny_digits(num_epochs=3, eval_every_steps=0)
   final = train_and_evaluate(config, str(tmp_path))
@@ -45,6 +49,23 @@ def test_digits_trains_end_to_end(tmp_path):
   assert os.listdir(tmp_path / "tensorboard")
 
 
+@pytest.mark.slow
+def test_the_train_step_compiles_once_over_steps_and_evals(tmp_path):
+  """Six steps with an eval every two (which replaces the state's signs): one compilation of the step."""
+  messages = []
+  handler = logging.Handler()
+  handler.emit = lambda record: messages.append(record.getMessage())
+  logging.getLogger("jax").addHandler(handler)
+  try:
+    with jax.log_compiles(True):
+      train_and_evaluate(tiny_digits(total_steps=6, eval_every_steps=2, log_every_steps=2), str(tmp_path))
+  finally:
+    logging.getLogger("jax").removeHandler(handler)
+  compiles = [m for m in messages if m.startswith("Compiling") and "train_step" in m]
+  assert len(compiles) == 1, compiles
+  assert sum("eval_step" in m for m in messages if m.startswith("Compiling")) == 1
+
+
 def _params_after_two_steps(devices, config, batch):
   mesh = sharding.make_data_mesh(devices)
   dataset_shape = batch["image"].shape[1:]
@@ -57,9 +78,10 @@ def _params_after_two_steps(devices, config, batch):
   return jax.device_get(state), jax.device_get(metrics)
 
 
+@pytest.mark.slow
 def test_eight_device_step_equals_one_device_step():
   config = tiny_digits()
-  dataset = input_pipeline.create_dataset(config, input_pipeline.ProcessShard(0, 1))
+  dataset = data.create_dataset(config, data.ProcessShard(0, 1))
   batch = dataset.train_batch(0)
   state8, metrics8 = _params_after_two_steps(jax.devices(), config, batch)
   state1, metrics1 = _params_after_two_steps(jax.devices()[:1], config, batch)
@@ -69,6 +91,7 @@ def test_eight_device_step_equals_one_device_step():
   np.testing.assert_allclose(metrics8["train/loss"], metrics1["train/loss"], rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_resume_reaches_the_same_final_parameters(tmp_path):
   config = tiny_digits(total_steps=30, checkpoint_every_steps=10, eval_every_steps=15)
   full, interrupted = str(tmp_path / "full"), str(tmp_path / "interrupted")
@@ -97,7 +120,7 @@ def test_every_config_loads_and_builds_model_and_optimizer(name):
   validate_config(config, jax.device_count())
   model = create_model(config.model, config.num_classes, config.half_precision)
   size = config.data.image_size
-  channels = 1 if config.data.name in input_pipeline.IN_MEMORY else 3
+  channels = 1 if config.data.name in data.IN_MEMORY else 3
   mesh = sharding.make_data_mesh(jax.devices()[:1])
   abstract = jax.eval_shape(
       lambda: create_train_state(config, model, (size, size, channels), 100, mesh)[0])
@@ -106,6 +129,7 @@ def test_every_config_loads_and_builds_model_and_optimizer(name):
   assert float(schedule(0)) >= 0
 
 
+@pytest.mark.slow
 def test_cli_trains_and_reports_final_accuracy(tmp_path):
   cmd = [sys.executable, "train.py", "--config=configs/digits.py", f"--workdir={tmp_path}",
          "--config.total_steps=4", "--config.batch_size=32", "--config.eval_every_steps=4"]
@@ -115,6 +139,7 @@ def test_cli_trains_and_reports_final_accuracy(tmp_path):
   assert [r["step"] for r in read_metrics(str(tmp_path)) if "eval/top1" in r] == [4]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["denseshift", "deepshift_q", "deepshift_ps", "float"])
 def test_each_method_trains_checkpoints_and_resumes(tmp_path, method):
   """S3 has its own test above; the other methods share the trainer, checkpoints and resume."""

@@ -1,19 +1,29 @@
 """The quantization core: every shift-network method behind one interface. Pure JAX (plus optax for the
-penalty); no Flax or trainer imports. Method formulas: docs/METHODS.md."""
-from s3jax.quant.binarizers import (exact_exp2, plus_minus_one, ste_round, ste_sign, ste_step,
-                                   straight_through)
-from s3jax.quant.interface import (SCALES, KernelFans, Quantizer, Scaled, is_latent, kernel_fans,
-                                   materialize, method_names, project, quantizer,
-                                   quantizer_from_config, quantizer_of, to_codes)
-from s3jax.quant.s3 import (INIT_SCHEMES, SUPPORTED_BITS, S3Latent, S3Quantizer, from_codes,
-                            init_latent, level_values, num_shift_latents)
-from s3jax.quant.denseshift import DenseShiftLatent, DenseShiftQuantizer
-from s3jax.quant.deepshift import (DeepShiftPSLatent, DeepShiftPSQuantizer, DeepShiftQLatent,
-                                   DeepShiftQQuantizer)
-from s3jax.quant.tree import (DEFAULT_RESNET_RULES, exact_pullback, gradient_proxies, latents_with_paths,
-                              materialize_tree, path_name, project_tree, proxy_pullback,
-                              quantized_paths, role_mask, role_tree, sparse_mask, to_latents)
+penalty); no Flax or trainer imports. Method formulas: docs/METHODS.md.
+
+What users may rely on is listed in `__all__`. The submodules hold the rest, for the trainer and for
+those who extend a method: `interface` (Quantizer, Scaled, fans), `s3`, `denseshift`, `deepshift` (one
+method each), `tree` (rules, tree transforms, gradient proxies, role masks), `penalty`, `stats` and
+`dynamics` (level shares, sizes, sign-flip and low-value rates), `binarizers`.
+"""
+from s3jax.quant.binarizers import ste_sign, ste_step
+from s3jax.quant.interface import (Quantizer, Scaled, materialize, method_names, project, quantizer,
+                                   quantizer_of, to_codes)
+from s3jax.quant.options import method_options, quantizer_from_config
+from s3jax.quant.s3 import S3Latent, from_codes, init_latent, level_values, num_shift_latents
+from s3jax.quant.denseshift import DenseShiftLatent
+from s3jax.quant.deepshift import DeepShiftPSLatent, DeepShiftQLatent
+from s3jax.quant.tree import (DEFAULT_RESNET_RULES, materialize_tree, project_tree, quantized_paths, role_tree,
+                              to_latents)
 from s3jax.quant.penalty import dense_penalty, dense_weight_penalty
-from s3jax.quant.stats import (level_counts, magnitude_levels, storage_bits, value_name,
-                               weight_statistics)
-from s3jax.quant.dynamics import tracked_signs, tracked_weights, weight_dynamics
+from s3jax.quant.stats import storage_bits, weight_statistics
+from s3jax.quant.dynamics import weight_dynamics
+
+__all__ = [
+    "DEFAULT_RESNET_RULES", "DeepShiftPSLatent", "DeepShiftQLatent", "DenseShiftLatent", "Quantizer",
+    "S3Latent", "Scaled", "dense_penalty", "dense_weight_penalty", "from_codes", "init_latent",
+    "level_values", "materialize", "materialize_tree", "method_names", "method_options", "num_shift_latents", "project",
+    "project_tree", "quantized_paths", "quantizer", "quantizer_from_config", "quantizer_of", "role_tree",
+    "ste_sign", "ste_step", "storage_bits", "to_codes", "to_latents", "weight_dynamics",
+    "weight_statistics",
+]

@@ -22,9 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from s3jax.errors import ConfigError
+from s3jax.quant.layout import LAYOUTS, KernelFans, kernel_fans
 
 SCALES = ("none", "fixed", "learned")
-LAYOUTS = ("auto", "conv", "dense")
 
 _METHODS: dict[str, type] = {}
 _BY_LATENT_TYPE: dict[type, type] = {}
@@ -41,30 +41,11 @@ def method_names() -> tuple[str, ...]:
   return tuple(_METHODS)
 
 
-@dataclasses.dataclass(frozen=True)
-class KernelFans:
-  """fan_in, fan_out and the trailing output-channel shape of a kernel (the scale's shape)."""
-  fan_in: int
-  fan_out: int
-  channels: tuple[int, ...]
-
-
-def kernel_fans(shape, layout: str = "auto", dense_in_axes: int = 1) -> KernelFans:
-  """Fans of a kernel. 'conv': a Flax conv kernel (spatial..., in, out); 'dense': the first
-  `dense_in_axes` axes are inputs, the rest outputs (DenseGeneral, e.g. attention's (768, 12, 64));
-  'auto': rank 2 is dense, higher ranks are conv."""
-  shape = tuple(int(d) for d in shape)
-  if len(shape) < 2:
-    raise ConfigError(f"only kernels of rank >= 2 can be quantized, got shape {shape}.")
-  if layout == "auto":
-    layout = "dense" if len(shape) == 2 else "conv"
-  if layout == "conv":
-    receptive = int(np.prod(shape[:-2], dtype=np.int64))
-    return KernelFans(receptive * shape[-2], receptive * shape[-1], shape[-1:])
-  if not 0 < dense_in_axes < len(shape):
-    raise ConfigError(f"dense_in_axes={dense_in_axes} does not split a kernel of shape {shape}.")
-  ins, outs = shape[:dense_in_axes], shape[dense_in_axes:]
-  return KernelFans(int(np.prod(ins)), int(np.prod(outs)), outs)
+def method_class(method: str) -> type:
+  """The Quantizer subclass of `method`; a ConfigError naming the methods if there is none."""
+  if method not in _METHODS:
+    raise ConfigError(f"quant.method={method!r} is unknown; use one of {method_names()} (or 'float').")
+  return _METHODS[method]
 
 
 @jax.tree_util.register_dataclass
@@ -105,6 +86,8 @@ class Quantizer(abc.ABC):
   # dL/d(latent) is dL/dW times powers of two, and at most one other constant (ln 2): the same bits in
   # whatever order XLA evaluates it, which lets the train step fuse it into the update.
   exact_pullback: ClassVar[bool] = False
+  # The trainer config's `quant.<key>` entries that set this method's own options: {key: field}.
+  config_options: ClassVar[dict[str, str]] = {}
 
   def __post_init__(self):
     if self.bits not in self.supported_bits:
@@ -216,23 +199,13 @@ def quantizer(method: str, bits: int = 3, **options) -> Quantizer:
   Options: scale ('none' | 'fixed' | 'learned'), layout ('auto' | 'conv' | 'dense'), dense_in_axes, and
   the method's own (s3: init='normal' | 'dense').
   """
-  if method not in _METHODS:
-    raise ConfigError(f"quant.method={method!r} is unknown; use one of {method_names()} (or 'float').")
-  cls = _METHODS[method]
+  cls = method_class(method)
   fields = {f.name for f in dataclasses.fields(cls)}
   unknown = sorted(set(options) - fields)
   if unknown:
     raise ConfigError(f"{method} has no option {unknown[0]!r}; its options are "
                       f"{sorted(fields - {'bits'})}.")
   return cls(bits=bits, **options)
-
-
-def quantizer_from_config(quant_config) -> Quantizer | None:
-  """The quantizer a trainer config's `quant` section names (method, bits, scale, init); None for 'float'."""
-  if quant_config.method == "float":
-    return None
-  options = {"init_scheme": quant_config.init} if quant_config.method == "s3" else {}
-  return quantizer(quant_config.method, quant_config.bits, scale=quant_config.scale, **options)
 
 
 def is_latent(x) -> bool:

@@ -143,6 +143,7 @@ class S3Quantizer(Quantizer):
   latent_type: ClassVar[type] = S3Latent
   supported_bits: ClassVar[tuple[int, ...]] = SUPPORTED_BITS
   exact_pullback: ClassVar[bool] = True  # g * ±1 * 2**e (and * ln 2 on the shifts)
+  config_options: ClassVar[dict[str, str]] = {"init": "init_scheme"}
 
   def __post_init__(self):
     super().__post_init__()

@@ -1,20 +1,24 @@
-"""A synthetic-data train step for measurements (benchmarks/ and the communication test).
+"""What the benchmarks share: a synthetic-data train step, HLO counters and the process's memory. Not part
+of the library: the scripts here (and tests/test_benchmarks.py) import it as `benchlib`.
 
-It is the trainer's own step (`s3jax.train.jit_train_step`) on random images, so what is measured is
-what trains.
+The step is the trainer's own (`s3jax.training.loop.jit_train_step`) on random images, so what is measured
+is what trains.
 """
+import os
 import re
+import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
+from absl import flags
 
-from s3jax import sharding
 from s3jax.config import base_config
 from s3jax.models import create_model
-from s3jax.steps import fuses_pullback
-from s3jax.train import create_train_state, jit_train_step
+from s3jax.training import sharding
+from s3jax.training.loop import jit_train_step
+from s3jax.training.state import create_train_state, init_variables
+from s3jax.training.steps import fuses_pullback
 
 _DTYPE_BYTES = {"f64": 8, "f32": 4, "bf16": 2, "f16": 2, "s64": 8, "s32": 4, "u32": 4, "s8": 1, "u8": 1,
                 "pred": 1, "s16": 2, "u16": 2, "u64": 8}
@@ -39,19 +43,18 @@ def process_memory_bytes() -> dict:
   return out
 
 
-def add_step_arguments(parser):
-  """The argparse flags that pick the synthetic step (`synthetic_config`): model, batch, size, bits."""
-  parser.add_argument("--model", default="resnet18")
-  parser.add_argument("--batch", type=int, default=16, help="global batch")
-  parser.add_argument("--image_size", type=int, default=112)
-  parser.add_argument("--bits", type=int, default=3)
-  parser.add_argument("--num_classes", type=int, default=1000)
+def define_step_flags():
+  """The absl flags that pick the synthetic step (`synthetic_config`): model, batch, size, bits, classes."""
+  flags.DEFINE_string("model", "resnet18", "Model name (s3jax.models).")
+  flags.DEFINE_integer("batch", 16, "Global batch size.")
+  flags.DEFINE_integer("image_size", 112, "Image height and width in pixels.")
+  flags.DEFINE_integer("bits", 3, "Bit width of the quantized method (32: full precision).")
+  flags.DEFINE_integer("num_classes", 1000, "Classifier outputs.")
 
 
-def step_argument_flags(args) -> list[str]:
-  """`add_step_arguments`' flags with `args`' values, for a child process."""
-  return [f"--model={args.model}", f"--batch={args.batch}", f"--image_size={args.image_size}",
-          f"--bits={args.bits}", f"--num_classes={args.num_classes}"]
+def child_command(script: str, variant: str) -> list[str]:
+  """This process's command line, rerun as `script` for one variant alone (`--only=variant`)."""
+  return [sys.executable, os.path.abspath(script), *sys.argv[1:], f"--only={variant}"]
 
 
 def synthetic_config(model_name: str, batch: int, bits: int, num_classes: int = 1000,
@@ -69,6 +72,16 @@ def synthetic_config(model_name: str, batch: int, bits: int, num_classes: int = 
   return config
 
 
+def initial_variables(model_name: str, image_size: int, bits: int, method: str = "s3", num_classes: int = 1000,
+                      channels: int = 3):
+  """(model, params, batch_stats) as the trainer initialises them (`init_variables`; bits 32: float)."""
+  config = synthetic_config(model_name, 1, bits, num_classes, method=method)
+  model = create_model(model_name, num_classes)
+  shape = (image_size, image_size, channels)
+  params, batch_stats = jax.jit(lambda key: init_variables(config, model, shape, key))(jax.random.key(config.seed))
+  return model, params, batch_stats
+
+
 def synthetic_batch(batch: int, image_shape, num_classes: int, mesh):
   """Random images and labels, as a global batch sharded over `mesh`."""
   rng = np.random.default_rng(0)
@@ -82,7 +95,7 @@ def synthetic_step(model_name: str, batch: int, image_size: int, bits: int, mesh
                    method: str = "s3", fused_pullback: bool | None = None):
   """(state, jitted train step, global batch) for `synthetic_config`'s model, method and bit width.
 
-  `fused_pullback`: None for the trainer's choice (`s3jax.steps.fuses_pullback`), or forced on or off to
+  `fused_pullback`: None for the trainer's choice (`s3jax.training.steps.fuses_pullback`), or forced on or off to
   compare.
   """
   mesh = mesh or sharding.make_data_mesh()

@@ -8,7 +8,7 @@ import json
 import numpy as np
 from etils import epath
 
-METRICS_FILE = "metrics.jsonl"
+from s3jax.workdir import METRICS_FILE
 SUPERSEDED_FILE = "metrics.superseded.jsonl"
 
 
@@ -118,9 +118,3 @@ class MetricWriter:
   def close(self):
     if self._tb_writer is not None:
       self._tb_writer.close()
-
-
-def read_metrics(workdir: str) -> list[dict]:
-  """All records of a workdir's metrics.jsonl."""
-  text = (epath.Path(workdir) / METRICS_FILE).read_text()
-  return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -20,49 +20,21 @@ its 2^bits signed powers of two and 0 need w = bits + 1, and the manifest says s
 truncated, edited or wrong-version file is one-line `ExportError` naming it, never a wrong prediction.
 """
 import dataclasses
-import hashlib
-import json
-import math
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import traverse_util
 
 from s3jax import quant
 from s3jax.errors import ConfigError
-
-FORMAT = "s3jax-export"
-VERSION = 1
-MANIFEST = "manifest.json"
-
-
-class ExportError(ConfigError):
-  """An export that cannot be read as written; the message names the file and what to do."""
-
-
-# ------------------------------------------------------------------------------------------ bit packing
-
-def pack_indices(indices: np.ndarray, width: int) -> bytes:
-  """Unsigned `indices` (each < 2**width) as a little-endian bit stream of `width` bits each."""
-  indices = np.asarray(indices, np.uint8).reshape(-1)
-  if indices.size and int(indices.max()) >= 2 ** width:
-    raise ValueError(f"index {int(indices.max())} does not fit in {width} bits.")
-  bits = np.unpackbits(indices[:, None], axis=1, count=width, bitorder="little")
-  return np.packbits(bits.reshape(-1), bitorder="little").tobytes()
-
-
-def unpack_indices(data: bytes, count: int, width: int) -> np.ndarray:
-  """The inverse of `pack_indices`: `count` uint8 indices."""
-  bits = np.unpackbits(np.frombuffer(data, np.uint8), count=count * width, bitorder="little")
-  return np.packbits(bits.reshape(count, width), axis=1, bitorder="little").reshape(count)
-
-
-def packed_size(count: int, width: int) -> int:
-  return math.ceil(count * width / 8)
-
-
-# ------------------------------------------------------------------------------------------- the model
+from s3jax.models import create_model
+from s3jax.deploy.manifest import (FORMAT, MANIFEST, VERSION, ExportError, read_manifest, sha256,
+                                   verified_path, write_manifest)
+from s3jax.deploy.packing import code_table, pack_indices, packed_size, unpack_indices
+from s3jax.quant.interface import is_latent
+from s3jax.quant.tree import path_name
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
@@ -91,13 +63,13 @@ def from_latents(params):
   """The params tree with every latent replaced by its `QuantizedKernel` (codes and scale)."""
 
   def convert(x):
-    if not quant.is_latent(x):
+    if not is_latent(x):
       return np.asarray(x)
     q = quant.quantizer_of(x)
     scale = np.asarray(x.scale) if isinstance(x, quant.Scaled) else None
     return QuantizedKernel(np.asarray(q.codes(x)), scale, q)
 
-  return jax.tree.map(convert, params, is_leaf=quant.is_latent)
+  return jax.tree.map(convert, params, is_leaf=is_latent)
 
 
 def is_quantized(x) -> bool:
@@ -129,32 +101,14 @@ class Export:
             / np.asarray(spec["std"], np.float32))
 
   def create_model(self):
-    from s3jax.models import create_model  # the model zoo is a layer above this format
     return create_model(self.manifest["model"], self.manifest["num_classes"])
 
 
 # ---------------------------------------------------------------------------------------------- writing
 
-def _code_table(q: quant.Quantizer, codes: np.ndarray) -> tuple[list[int], int]:
-  """The signed codes an index can stand for, and the index width in bits."""
-  m = len(q.magnitudes())
-  table = list(range(-m, 0)) + ([0] if q.has_zero else []) + list(range(1, m + 1))
-  if len(table) > 2 ** q.bits and 0 in table and not np.any(codes == 0):
-    table.remove(0)  # DeepShift-Q: 0 only where a latent is exactly 0
-  return table, max(q.bits, math.ceil(math.log2(len(table))))
-
-
-def _sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
-
-
 def _flat(tree, prefix: str) -> list[tuple[str, object]]:
   leaves = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_quantized)[0]
-  return [(f"{prefix}/{quant.path_name(p)}", x) for p, x in leaves]
+  return [(f"{prefix}/{path_name(p)}", x) for p, x in leaves]
 
 
 def _write_npy(directory: str, name: str, value) -> dict:
@@ -162,7 +116,7 @@ def _write_npy(directory: str, name: str, value) -> dict:
   os.makedirs(os.path.dirname(path), exist_ok=True)
   value = np.asarray(value)
   np.save(path, value, allow_pickle=False)
-  return {"file": name, "dtype": value.dtype.name, "shape": list(value.shape), "sha256": _sha256(path)}
+  return {"file": name, "dtype": value.dtype.name, "shape": list(value.shape), "sha256": sha256(path)}
 
 
 def write_export(params, batch_stats, output: str, *, model: str, num_classes: int, input_spec: dict,
@@ -179,7 +133,7 @@ def write_export(params, batch_stats, output: str, *, model: str, num_classes: i
       q = x.quantizer
       quantizers.add(dataclasses.replace(q, layout="auto", dense_in_axes=1))
       codes = np.asarray(x.codes)
-      table, width = _code_table(q, codes)
+      table, width = code_table(q, codes)
       indices = np.searchsorted(np.asarray(table), codes).astype(np.uint8)  # the table is ascending
       path = os.path.join(output, name + ".codes")
       os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -188,7 +142,7 @@ def write_export(params, batch_stats, output: str, *, model: str, num_classes: i
       values = [float(v) for v in q.decode(np.asarray(table, np.int8))]  # powers of two: exact
       entry = {"kind": "codes", "file": name + ".codes", "shape": list(codes.shape),
                "bits_per_weight": width, "codes": table, "values": values,
-               "bytes": os.path.getsize(path), "sha256": _sha256(path)}
+               "bytes": os.path.getsize(path), "sha256": sha256(path)}
       if width > q.bits:
         entry["note"] = f"exact zeros besides the {2 ** q.bits} signed powers of two: {width} bits per weight"
       stored_bytes += entry["bytes"]
@@ -228,57 +182,11 @@ def write_export(params, batch_stats, output: str, *, model: str, num_classes: i
       "arrays": arrays,
       "training_config": training_config or {},
   }
-  _write_manifest(output, manifest)
-  return manifest
-
-
-def _write_manifest(output: str, manifest: dict):
-  tmp = os.path.join(output, MANIFEST + ".tmp")
-  with open(tmp, "w") as f:
-    json.dump(manifest, f, indent=1)
-  os.replace(tmp, os.path.join(output, MANIFEST))
-
-
-def add_file(directory: str, key: str, name: str, **info) -> dict:
-  """Records one more file of the export (e.g. the StableHLO artifact) in its manifest, with a checksum."""
-  manifest = read_manifest(directory)
-  path = os.path.join(directory, name)
-  manifest[key] = {"file": name, "bytes": os.path.getsize(path), "sha256": _sha256(path), **info}
-  _write_manifest(directory, manifest)
+  write_manifest(output, manifest)
   return manifest
 
 
 # ---------------------------------------------------------------------------------------------- reading
-
-def read_manifest(directory: str) -> dict:
-  path = os.path.join(directory, MANIFEST)
-  if not os.path.isfile(path):
-    raise ExportError(f"{path} not found: --export must be a directory written by export.py.")
-  try:
-    with open(path) as f:
-      manifest = json.load(f)
-  except (json.JSONDecodeError, UnicodeDecodeError) as err:
-    raise ExportError(f"{path} is not valid JSON ({err.msg if hasattr(err, 'msg') else err}): the file "
-                      "was truncated or edited; export the model again.") from None
-  if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-    raise ExportError(f"{path} is not an s3jax export manifest (no format '{FORMAT}').")
-  if manifest.get("version") != VERSION:
-    raise ExportError(f"{path} has format version {manifest.get('version')!r}; this s3jax reads version "
-                      f"{VERSION}. Export again with this version, or use the s3jax that wrote it.")
-  return manifest
-
-
-def verified_path(directory: str, entry: dict) -> str:
-  """The file of a manifest entry, after checking it exists and matches its checksum."""
-  name = entry.get("file", "?")
-  path = os.path.join(directory, name)
-  if not os.path.isfile(path):
-    raise ExportError(f"{path} is missing; the export is incomplete, export the model again.")
-  if _sha256(path) != entry.get("sha256"):
-    raise ExportError(f"{path} does not match the checksum in {MANIFEST} (truncated or edited); export "
-                      "the model again.")
-  return path
-
 
 def _load_npy(directory: str, entry: dict) -> np.ndarray:
   value = np.load(verified_path(directory, entry), allow_pickle=False)
@@ -305,17 +213,6 @@ def _load_codes(directory: str, entry: dict, q: quant.Quantizer) -> QuantizedKer
   return QuantizedKernel(codes, scale, q)
 
 
-def _nest(flat: dict) -> dict:
-  tree = {}
-  for name, value in flat.items():
-    node = tree
-    *parents, leaf = name.split("/")
-    for part in parents:
-      node = node.setdefault(part, {})
-    node[leaf] = value
-  return tree
-
-
 def load(directory: str) -> Export:
   """Reads an export written by `write_export`, checking every file against the manifest."""
   manifest = read_manifest(directory)
@@ -333,5 +230,5 @@ def load(directory: str) -> Export:
       flat[name] = _load_codes(directory, entry, q)
     else:
       flat[name] = _load_npy(directory, entry)
-  tree = _nest(flat)
+  tree = traverse_util.unflatten_dict(flat, sep="/")
   return Export(manifest, tree.get("params", {}), tree.get("batch_stats", {}), directory)

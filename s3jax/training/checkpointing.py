@@ -54,6 +54,13 @@ def _save_failure_reason(err: Exception) -> str:
   return f"{reason.lower()}" + (f" writing {path.group(1).rstrip(':')}" if path else "")
 
 
+def quant_identity(config) -> dict:
+  """What a checkpoint records of the method, so that another method or bit width cannot resume it."""
+  if config.quant.method == "float":
+    return {"method": "float"}
+  return {"method": config.quant.method, "bits": int(config.quant.bits), "scale": config.quant.scale}
+
+
 class CheckpointStore:
   """An Orbax CheckpointManager over `directory`. Call `close()` (it waits for async saves) before exit.
 
@@ -148,9 +155,10 @@ class CheckpointStore:
       return state
     return None
 
-  def restore_params(self, abstract_state, step: int | None = None):
-    """(params, batch_stats, step) of the checkpoint at `step` (default: the latest), for inference: the
-    optimizer state and signs are not read, and nothing on disk is moved. Raises ConfigError."""
+  def restore_variables(self, abstract_variables: dict, step: int | None = None):
+    """({'params', 'batch_stats'}, step) of the checkpoint at `step` (default: the latest), for inference:
+    only those two are read (in the shardings of `abstract_variables`), the optimizer state never, and
+    nothing on disk is moved. Raises ConfigError."""
     steps = self.all_steps()
     if not steps:
       raise ConfigError(f"no checkpoint in {self.directory}: train first, or check --workdir.")
@@ -160,22 +168,21 @@ class CheckpointStore:
       raise ConfigError(f"no checkpoint at step {step} in {self.directory}; it holds steps {steps}.")
     try:
       metadata = self._manager.item_metadata(step).tree
+      metadata = {key: metadata[key] for key in abstract_variables}
     except Exception as err:  # pylint: disable=broad-except
       raise ConfigError(f"the checkpoint at step {step} in {self.directory} is unreadable "
                         f"({_describe_error(err)}); pick another with --step (it holds {steps}).") from None
     self._check_same_identity(step)
-    self._check_same_structure(step, metadata, abstract_state, "")
-    wanted = {"params": abstract_state.params, "batch_stats": abstract_state.batch_stats,
-              "step": abstract_state.step}
+    self._check_same_structure(step, metadata, abstract_variables, "")
     try:  # the same files the manager wrote, read partially by the PyTree handler
       with ocp.PyTreeCheckpointer() as reader:
-        state = reader.restore(self.directory / str(step) / _ITEM, args=ocp.args.PyTreeRestore(
-            item=wanted, restore_args=ocp.checkpoint_utils.construct_restore_args(wanted),
-            partial_restore=True))
+        variables = reader.restore(self.directory / str(step) / _ITEM, args=ocp.args.PyTreeRestore(
+            item=abstract_variables, partial_restore=True,
+            restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_variables)))
     except Exception as err:  # pylint: disable=broad-except
       raise ConfigError(f"the checkpoint at step {step} in {self.directory} could not be read "
                         f"({_describe_error(err)}); pick another with --step (it holds {steps}).") from None
-    return state["params"], state["batch_stats"], int(state["step"])
+    return variables, step
 
   def _set_aside(self, step: int, err: Exception):
     target = self.directory.parent / "checkpoints_unreadable" / f"{step}.{int(time.time())}"

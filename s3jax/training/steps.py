@@ -1,33 +1,12 @@
 """Pure train and eval steps. Quantization enters in one place: params are materialized before `model.apply`."""
-from typing import Any
-
-import flax
 import jax
 import jax.numpy as jnp
 import optax
 
-from s3jax.quant import (exact_pullback, gradient_proxies, materialize_tree, project_tree,
-                         proxy_pullback)
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array
-  params: Any          # latents (S3Latent, ...) for quantized kernels, arrays elsewhere
-  batch_stats: Any
-  opt_state: Any
-  signs: Any = ()      # int8 signs of the tracked weights at the last eval (weight dynamics)
-  signs_step: Any = 0  # the step those signs were taken at
-
-
-def cross_entropy_loss(logits, labels):
-  return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-
-
-def topk_correct(logits, labels, k: int):
-  k = min(k, logits.shape[-1])
-  _, top = jax.lax.top_k(logits, k)
-  return jnp.any(top == labels[:, None], axis=-1)
+from s3jax.classification import cross_entropy_loss, eval_sums
+from s3jax.quant import materialize_tree, project_tree
+from s3jax.quant.tree import exact_pullback, gradient_proxies, proxy_pullback
+from s3jax.training.state import TrainState
 
 
 def make_train_step(model, tx, schedule, fused_pullback: bool = False):
@@ -103,17 +82,10 @@ def eval_logits(model, params, batch_stats, images):
 
 
 def make_eval_step(model):
-  """(state, batch) -> sums of loss, top-1, top-5 and example count over the unmasked examples."""
+  """(state, batch) -> `s3jax.classification.eval_sums` over the batch's unmasked examples."""
 
   def eval_step(state: TrainState, batch):
     logits = eval_logits(model, state.params, state.batch_stats, batch["image"])
-    mask = batch["mask"].astype(jnp.float32)
-    labels = batch["label"]
-    return {
-        "loss": jnp.sum(cross_entropy_loss(logits, labels) * mask),
-        "top1": jnp.sum(topk_correct(logits, labels, 1) * mask),
-        "top5": jnp.sum(topk_correct(logits, labels, 5) * mask),
-        "count": jnp.sum(mask),
-    }
+    return eval_sums(logits, batch["label"], batch["mask"])
 
   return eval_step

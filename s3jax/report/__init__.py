@@ -1,0 +1,27 @@
+"""Runs side by side: figures and a summary table from the workdirs' records.
+
+`write_report(workdirs, output)` writes curves.png, dynamics.png, levels.png, summary.md and summary.csv.
+It reads only what training writes, so it works on runs still in progress and on any mix of methods.
+"""
+import os
+
+from s3jax.report.figures import color_runs, plot_curves, plot_dynamics, plot_levels
+from s3jax.report.runs import average_over_seeds, load_runs
+from s3jax.report.summary import summary_rows, write_summary
+
+__all__ = ["load_runs", "write_report"]
+
+
+def write_report(workdirs, output: str, average_seeds: bool = False) -> dict:
+  """Writes the five report files into `output`; returns their paths. With `average_seeds`, the figures
+  show one line per configuration, averaged over its seeds; the summary still lists every run."""
+  runs = color_runs(load_runs(workdirs))
+  plotted = color_runs(average_over_seeds(runs)) if average_seeds else runs
+  os.makedirs(output, exist_ok=True)
+  paths = {name: os.path.join(output, name) for name in
+           ("curves.png", "dynamics.png", "levels.png", "summary.md", "summary.csv")}
+  plot_curves(plotted, paths["curves.png"])
+  plot_dynamics(plotted, paths["dynamics.png"])
+  plot_levels(plotted, paths["levels.png"])
+  write_summary(summary_rows(runs), paths["summary.md"], paths["summary.csv"])
+  return paths

@@ -1,0 +1,134 @@
+"""train_and_evaluate: build, restore, train, evaluate, checkpoint. Reads top to bottom."""
+import datetime
+import os
+import time
+
+import jax
+from absl import logging
+
+from s3jax import data, quant, workdir as records
+from s3jax.config import validate_config
+from s3jax.errors import ConfigError
+from s3jax.models import create_model
+from s3jax.training import checkpointing, sharding
+from s3jax.training.durations import Durations
+from s3jax.training.evaluation import evaluate, format_eval, make_weight_statistics
+from s3jax.training.guards import NonFiniteGuard, Preempted, PreemptionWatch
+from s3jax.training.metrics import MetricWriter
+from s3jax.training.state import jitted_initializer
+from s3jax.training.steps import fuses_pullback, make_eval_step, make_train_step
+
+
+def jit_train_step(model, tx, schedule, mesh, fused_pullback: bool = False):
+  """The train step, jitted over `mesh`: state replicated and donated, batch sharded on 'data'.
+  `fused_pullback`: see `s3jax.training.steps.fuses_pullback`."""
+  replicated, batched = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  return jax.jit(make_train_step(model, tx, schedule, fused_pullback), in_shardings=(replicated, batched),
+                 out_shardings=(replicated, replicated), donate_argnums=0)
+
+
+def jit_eval_step(model, mesh):
+  return jax.jit(make_eval_step(model), in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
+                 out_shardings=sharding.replicated(mesh))
+
+
+def eta(seconds: float) -> str:
+  return str(datetime.timedelta(seconds=int(seconds)))
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint; returns the final eval metrics.
+
+  Raises ConfigError (bad config or data), TrainingStopped (non-finite loss) or Preempted (SIGTERM;
+  a checkpoint was saved).
+  """
+  validate_config(config, jax.device_count())
+  quantizer = quant.quantizer_from_config(config.quant)
+  mesh = sharding.make_data_mesh()
+  is_writer = jax.process_index() == 0
+  if is_writer:
+    records.prepare(workdir)
+
+  dataset = data.create_dataset(config)
+  if config.num_classes and config.num_classes != dataset.num_classes:
+    raise ConfigError(f"num_classes={config.num_classes} but {config.data.name} has "
+                      f"{dataset.num_classes} classes; set --config.num_classes={dataset.num_classes}.")
+  model = create_model(config.model, dataset.num_classes, config.half_precision)
+  durations = Durations.from_config(config, dataset.steps_per_epoch)
+  init, tx, schedule = jitted_initializer(config, model, dataset.image_shape, durations.steps_per_epoch, mesh)
+  key = jax.random.key(config.seed)
+
+  store = checkpointing.CheckpointStore(os.path.join(workdir, records.CHECKPOINTS), config.keep_checkpoints,
+                                        identity={"quant": checkpointing.quant_identity(config)})
+  changed = records.config_changes(workdir, config)
+  state = store.restore(init.trace(key).out_info, changed)
+  if state is None:  # a fresh start; a resume never holds the initial state beside the restored one
+    state = init(key)
+  start_step = int(state.step)
+  if is_writer:
+    records.record_config(workdir, config, start_step, changed)
+    records.write_model_input(workdir, config.model, dataset.num_classes, dataset.input_spec())
+  writer = MetricWriter(workdir, enabled=is_writer)
+  writer.truncate_after(start_step)
+
+  train_step = jit_train_step(model, tx, schedule, mesh, fuses_pullback(config.optim.optimizer, state.params))
+  weight_statistics = make_weight_statistics(config.quant.rules, mesh)
+  eval_step = jit_eval_step(model, mesh)
+
+  logging.info("Training %s (%s) on %s from step %d: %d steps, %d per epoch, global batch %d on "
+               "%d devices (%d processes).", config.model,
+               quantizer.describe() if quantizer else "full precision", config.data.name,
+               start_step, durations.total, durations.steps_per_epoch, config.batch_size, jax.device_count(),
+               jax.process_count())
+  logging.info("Data: %s, %d classes, %d train and %d eval examples, image shape %s.", config.data.name,
+               dataset.num_classes, dataset.num_train, dataset.num_test, tuple(dataset.image_shape))
+  preemption = PreemptionWatch(store)
+  nonfinite = NonFiniteGuard(config.nonfinite, store)
+  eval_metrics = {}
+  try:
+    with jax.set_mesh(mesh):
+      batches = dataset.train_iterator(start_step)
+      timer_step, timer_start, rate = start_step, time.time(), 0.0
+      for step in range(start_step + 1, durations.total + 1):
+        state, train_metrics = train_step(state, sharding.global_batch(next(batches), mesh))
+        nonfinite.push(step, train_metrics)
+        store.raise_if_save_failed()
+        if step == start_step + 1:  # the ETA leaves out compilation
+          jax.block_until_ready(train_metrics)
+          timer_step, timer_start = step, time.time()
+
+        if durations.due(step, durations.log_every):
+          train_metrics = jax.device_get(train_metrics)
+          if step > timer_step:
+            rate = (step - timer_step) / max(time.time() - timer_start, 1e-9)
+            timer_step, timer_start = step, time.time()
+          speed = f"{rate:.2f} steps/s, ETA {eta((durations.total - step) / rate)}" if rate else ""
+          writer.write(step, {**train_metrics, "train/skipped_steps": nonfinite.skipped})
+          logging.info("step %d/%d  loss %.4f  top1 %.4f  lr %.4g  | %s", step, durations.total,
+                       train_metrics["train/loss"], train_metrics["train/top1"], train_metrics["train/lr"],
+                       speed)
+
+        if durations.due(step, durations.eval_every):
+          eval_metrics, layer_metrics, state = evaluate(eval_step, weight_statistics, state, dataset, mesh)
+          writer.write(step, eval_metrics)
+          writer.write_tensorboard(step, layer_metrics)
+          logging.info(format_eval(step, eval_metrics))
+          timer_step, timer_start = step, time.time()  # the ETA leaves out evaluation
+
+        preempted = preemption.reached(step)
+        if preempted or durations.due(step, durations.checkpoint_every):
+          nonfinite.flush()  # never save a state whose last step went non-finite in 'stop' mode
+          store.save(step, state)
+        if preempted:
+          raise Preempted(step)
+      nonfinite.flush()
+      if not eval_metrics:  # the workdir already held a finished run: report its final metrics
+        logging.info("Nothing to train: the checkpoint is at step %d of %d.", start_step, durations.total)
+        eval_metrics = writer.last_record_with("eval/top1", start_step)
+        if eval_metrics is None:  # not logged here (another host's disk): evaluate again
+          eval_metrics = evaluate(eval_step, weight_statistics, state, dataset, mesh)[0]
+  finally:
+    preemption.close()
+    store.close()
+    writer.close()
+  return eval_metrics

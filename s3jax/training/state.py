@@ -1,0 +1,60 @@
+"""The train state: parameters (latents where quantized), BatchNorm statistics, optimizer state, and the
+signs the weight dynamics compare against. Built and restored from abstract shapes, never twice."""
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+
+from s3jax import quant
+from s3jax.training import sharding
+from s3jax.training.optim import make_optimizer
+from s3jax.quant.dynamics import tracked_signs, tracked_weights
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any          # latents (S3Latent, ...) for quantized kernels, arrays elsewhere
+  batch_stats: Any
+  opt_state: Any
+  signs: Any = ()      # int8 signs of the tracked weights at the last eval (weight dynamics)
+  signs_step: Any = 0  # the step those signs were taken at
+
+
+def init_variables(config, model, input_shape, key):
+  """(params, batch_stats) of a fresh model: Flax's init, then latents for the kernels `quant.rules`
+  choose (none for quant.method='float')."""
+  quantizer = quant.quantizer_from_config(config.quant)
+  model_key, latent_key = jax.random.split(key)
+  variables = model.init(model_key, jnp.zeros((1, *input_shape), jnp.float32), train=False)
+  params = variables["params"]
+  if quantizer is not None:
+    params = quant.to_latents(params, config.quant.rules, latent_key, quantizer=quantizer)
+  return params, variables.get("batch_stats", {})
+
+
+def abstract_variables(config, model, input_shape):
+  """`init_variables`' shapes and dtypes, computed without allocating them."""
+  return jax.eval_shape(lambda key: init_variables(config, model, input_shape, key), jax.random.key(config.seed))
+
+
+def jitted_initializer(config, model, input_shape, steps_per_epoch: int, mesh):
+  """(init, tx, schedule): `init(key)` is the initial state, replicated over `mesh`. jit caches its trace,
+  so `init.trace(key).out_info` (the state's shapes: a restore target) and `init(key)` trace it once."""
+  abstract_params, _ = abstract_variables(config, model, input_shape)
+  tx, schedule = make_optimizer(config, abstract_params, steps_per_epoch)
+
+  def init_state(key):
+    params, batch_stats = init_variables(config, model, input_shape, key)
+    signs = tracked_signs(tracked_weights(params, config.quant.rules))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                      opt_state=tx.init(params), signs=signs, signs_step=jnp.zeros((), jnp.int32))
+
+  return jax.jit(init_state, out_shardings=sharding.replicated(mesh)), tx, schedule
+
+
+def create_train_state(config, model, input_shape, steps_per_epoch: int, mesh):
+  """The initial state, replicated over `mesh`, and the optimizer's (tx, schedule)."""
+  init, tx, schedule = jitted_initializer(config, model, input_shape, steps_per_epoch, mesh)
+  return init(jax.random.key(config.seed)), tx, schedule

@@ -1,0 +1,113 @@
+"""A training workdir's records besides its checkpoints: what train.py writes, and how every other tool
+reads them.
+
+  config.json        the config of the latest start; a resume with changed keys keeps the earlier one as
+                     config.<step>.json
+  model_input.json   what inference needs without building the data: the model, its classes and its input
+                     (shape, normalisation), written when training starts
+  metrics.jsonl      one JSON object per logged step (s3jax.training.metrics writes it)
+  train.log          the console log
+  checkpoints/       Orbax checkpoints (s3jax.training.checkpointing)
+"""
+import json
+
+import ml_collections
+from absl import logging
+from etils import epath
+from flax import traverse_util
+
+from s3jax.config import base_config
+from s3jax.errors import ConfigError
+
+CONFIG_FILE = "config.json"
+MODEL_INPUT_FILE = "model_input.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINTS = "checkpoints"
+
+
+def prepare(workdir: str):
+  """Creates the workdir; a ConfigError if it cannot be written."""
+  path = epath.Path(workdir)
+  try:
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / ".s3jax_write_test"
+    probe.write_text("")
+    probe.unlink()
+  except OSError as err:
+    raise ConfigError(f"workdir {workdir!r} is not writable ({err.strerror or err}); pass a --workdir "
+                      "you can write to.") from None
+
+
+def _flat(config_json: str) -> dict:
+  return traverse_util.flatten_dict(json.loads(config_json), sep=".")
+
+
+def config_changes(workdir: str, config) -> str:
+  """'key old -> new, ...' between the workdir's config.json and `config` ('' if none or the same)."""
+  path = epath.Path(workdir) / CONFIG_FILE
+  if not path.exists():
+    return ""
+  try:
+    before = _flat(path.read_text())
+  except (OSError, ValueError):
+    return ""
+  now = _flat(config.to_json_best_effort())
+  keys = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+  return ", ".join(f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in keys)
+
+
+def record_config(workdir: str, config, start_step: int, changed: str):
+  """Writes config.json once the checkpoint is known to fit. A changed config resumed from a checkpoint
+  keeps the earlier file as config.<step>.json, so the record of what each step trained with stays."""
+  path = epath.Path(workdir) / CONFIG_FILE
+  if changed and path.exists():
+    kept, n = epath.Path(workdir) / f"config.{start_step}.json", 1
+    while kept.exists():  # changed twice at the same step (no checkpoint in between)
+      kept, n = epath.Path(workdir) / f"config.{start_step}.{n}.json", n + 1
+    path.rename(kept)
+    logging.warning("Config changed at step %d: %s (the earlier config is kept in %s).", start_step,
+                    changed, kept)
+  path.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
+
+
+def read_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a workdir was trained with (its config.json); keys added to s3jax since take their
+  defaults."""
+  path = epath.Path(workdir) / CONFIG_FILE
+  if not path.exists():
+    raise ConfigError(f"{path} not found: --workdir must be a directory train.py wrote.")
+  try:
+    saved = json.loads(path.read_text())
+  except ValueError as err:
+    raise ConfigError(f"{path} is not valid JSON ({err}); pass the training config with --config.") from None
+  config = base_config()
+  try:
+    config.update(saved)
+  except (TypeError, ValueError) as err:
+    raise ConfigError(f"{path} does not fit this s3jax's config ({err}); pass the training config with "
+                      "--config.") from None
+  return config
+
+
+def write_model_input(workdir: str, model: str, num_classes: int, input_spec: dict):
+  """Records the model's name, classes and input (`input_spec`: shape, mean, std, pixels)."""
+  record = {"model": model, "num_classes": int(num_classes), "input": input_spec}
+  (epath.Path(workdir) / MODEL_INPUT_FILE).write_text(json.dumps(record, indent=1))
+
+
+def read_model_input(workdir: str) -> dict | None:
+  """`write_model_input`'s record, or None for a workdir trained before s3jax wrote it."""
+  path = epath.Path(workdir) / MODEL_INPUT_FILE
+  if not path.exists():
+    return None
+  try:
+    return json.loads(path.read_text())
+  except ValueError as err:
+    raise ConfigError(f"{path} is not valid JSON ({err}); delete it to read the input from the data "
+                      "config instead.") from None
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  """All records of a workdir's metrics.jsonl."""
+  text = (epath.Path(workdir) / METRICS_FILE).read_text()
+  return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -1,0 +1,112 @@
+"""What every method shares beyond its formulas: scales, kernel layouts, mixed rules and role masks,
+statistics, and one-line errors."""
+import math
+import warnings
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from s3jax import quant
+from s3jax.errors import ConfigError
+from s3jax.quant import DeepShiftPSLatent, Scaled, materialize, quantizer, quantizer_of, to_codes
+from s3jax.quant.interface import KernelFans, kernel_fans
+from s3jax.quant.stats import value_name
+from s3jax.quant.tree import sparse_mask
+
+
+@pytest.mark.parametrize("method", quant.method_names())
+def test_fixed_scale_gives_the_usual_init_variance_and_never_learns(method):
+  shape = (3, 3, 16, 32)
+  q = quantizer(method, 3, scale="fixed")
+  lat = q.init(jax.random.key(0), shape)
+  assert isinstance(lat, Scaled) and lat.scale.shape == () and quantizer_of(lat) == q
+  w = materialize(lat)
+  np.testing.assert_allclose(float(jnp.mean(w ** 2)), 1 / (3 * 3 * 16), rtol=1e-4)  # lecun normal
+  np.testing.assert_array_equal(to_codes(lat), to_codes(lat.latent))  # the scale is not in the codes
+  np.testing.assert_array_equal(w, materialize(lat.latent) * lat.scale)
+  grads = jax.grad(lambda l: jnp.sum(materialize(l) ** 2))(lat)
+  assert float(grads.scale) == 0.0
+
+
+@pytest.mark.parametrize("method", quant.method_names())
+def test_learned_scale_is_per_output_channel_in_log_space(method):
+  q = quantizer(method, 3, scale="learned")
+  lat = q.init(jax.random.key(0), (3, 3, 16, 32))
+  assert lat.scale.shape == (32,)
+  fixed = quantizer(method, 3, scale="fixed").init(jax.random.key(0), (3, 3, 16, 32))
+  np.testing.assert_allclose(jnp.exp(lat.scale), jnp.full((32,), fixed.scale), rtol=1e-5)
+  g = jax.random.normal(jax.random.key(1), (3, 3, 16, 32))
+  grads = jax.grad(lambda l: jnp.sum(materialize(l) * g))(lat)
+  unscaled = np.asarray(materialize(lat.latent), np.float64)
+  expected = np.sum(np.asarray(g) * unscaled, axis=(0, 1, 2)) * np.exp(np.asarray(lat.scale))
+  np.testing.assert_allclose(grads.scale, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_dense_general_kernels_take_their_fans_from_the_rule():
+  shape = (768, 12, 64)  # attention's query kernel: 768 inputs, 12 x 64 outputs
+  as_conv = quantizer("s3", 3).init(jax.random.key(0), shape)
+  as_dense = quantizer("s3", 3, layout="dense").init(jax.random.key(0), shape)
+  assert abs(float(jnp.std(as_dense.sign)) / math.sqrt(2 / 768) - 1) < 0.02
+  assert abs(float(jnp.std(as_conv.sign)) / math.sqrt(2 / (768 * 64)) - 1) < 0.02
+  out_proj = quantizer("s3", 3, layout="dense", dense_in_axes=2, scale="learned").init(
+      jax.random.key(1), (12, 64, 768))
+  assert out_proj.scale.shape == (768,)
+  assert kernel_fans((12, 64, 768), "dense", 2) == KernelFans(768, 768, (768,))
+
+
+def test_bfloat16_kernels_get_float32_latents_with_a_warning():
+  params = {"dense": {"kernel": jnp.ones((8, 4), jnp.bfloat16)}}
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    tree = quant.to_latents(params, [r"dense/kernel"], key=jax.random.key(0))
+  assert any("float32" in str(w.message) for w in caught)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(tree))
+
+
+def test_rules_mix_methods_and_masks_follow_roles():
+  params = {"a": {"kernel": jnp.ones((3, 3, 4, 8))}, "b": {"kernel": jnp.ones((3, 3, 8, 8))},
+            "c": {"kernel": jnp.ones((8, 10)), "bias": jnp.zeros(10)}}
+  rules = [(r"a/kernel", quantizer("denseshift", 2)), (r"b/kernel", "deepshift_ps"),
+           (r"c/kernel", quantizer("deepshift_q", 4, scale="learned"))]
+  tree = quant.to_latents(params, rules, key=jax.random.key(0), bits=3)
+  assert quantizer_of(tree["a"]["kernel"]) == quantizer("denseshift", 2)
+  assert quantizer_of(tree["b"]["kernel"]) == quantizer("deepshift_ps", 3)  # the call's bits
+  assert quantizer_of(tree["c"]["kernel"]) == quantizer("deepshift_q", 4, scale="learned")
+  roles = quant.role_tree(tree)
+  assert roles["c"]["bias"] == "float" and roles["c"]["kernel"].scale == "log_scale"
+  assert roles["b"]["kernel"] == DeepShiftPSLatent("shift", "sign", 3)
+  assert not any(jax.tree.leaves(sparse_mask(tree)))  # no S3 here: no dense penalty
+  weights = quant.materialize_tree(tree)
+  chex.assert_trees_all_equal_shapes_and_dtypes(weights, params)
+  assert set(np.unique(weights["a"]["kernel"]).tolist()) <= {-2.0, -1.0, 1.0, 2.0}
+
+
+def test_weight_statistics_name_each_methods_own_levels():
+  params = {"a": {"kernel": jnp.ones((3, 3, 8, 16))}, "b": {"kernel": jnp.ones((3, 3, 16, 16))}}
+  tree = quant.to_latents(params, [(r"a/kernel", "denseshift"), (r"b/kernel", "deepshift_ps")],
+                          key=jax.random.key(0), bits=3)
+  stats = jax.jit(quant.weight_statistics)(tree)
+  names = sorted(stats, key=lambda n: float(n.split("_")[-1]))
+  assert names == ["quant/share_0", "quant/share_0.25", "quant/share_0.5", "quant/share_1",
+                   "quant/share_2", "quant/share_4", "quant/share_8"]
+  codes = np.concatenate([np.abs(np.asarray(to_codes(tree[k]["kernel"]))).ravel() for k in "ab"])
+  weights = np.concatenate([np.abs(np.asarray(materialize(tree[k]["kernel"]))).ravel() for k in "ab"])
+  for name, share in stats.items():
+    value = float(name.split("_")[-1])
+    np.testing.assert_allclose(share, np.mean(weights == value), rtol=1e-6)
+  assert len(codes) == weights.size
+  assert value_name(2.0 ** -9) == "2^-9" and value_name(0.015625) == "0.015625"
+
+
+def test_unknown_method_and_option_are_one_line_errors():
+  with pytest.raises(ConfigError, match="quant.method='shift' is unknown"):
+    quantizer("shift", 3)
+  with pytest.raises(ValueError, match="denseshift has no option 'init_scheme'"):
+    quantizer("denseshift", 3, init_scheme="dense")
+  with pytest.raises(ValueError, match="bits=6 is not supported by denseshift"):
+    quantizer("denseshift", 6)
+  with pytest.raises(ValueError, match="scale='big' is unknown"):
+    quantizer("s3", 3, scale="big")
