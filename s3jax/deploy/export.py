@@ -7,7 +7,7 @@ Layout of an export directory (format 's3jax-export', version 1):
   params/<layer path>.scale.npy     its float scale, for scale='fixed' (scalar) or 'learned' (log, per channel)
   params/<path>.npy                 every float parameter (stem, classifier, BatchNorm scale/bias)
   batch_stats/<path>.npy            BatchNorm running statistics
-  model.stablehlo                   the plain path with the weights baked in (written by s3jax.inference)
+  model.stablehlo                   the plain path with the weights baked in (written by s3jax.deploy.inference)
 
 Packed codes: weights in the kernel's C order (Flax conv kernels are (kh, kw, in, out)); weight i holds
 an index into the entry's `codes` list in bits [i*w, (i+1)*w) of the file, least-significant bit first,
