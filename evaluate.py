@@ -30,6 +30,12 @@ def main(argv):
   logging.get_absl_handler().addFilter(quiet_library_info)
   if (_WORKDIR.value is None) == (_EXPORT.value is None):
     raise SystemExit("error: give exactly one of --workdir (a checkpoint) or --export (an export directory).")
+  if _WORKDIR.value and flags.FLAGS["path"].present:
+    raise SystemExit(f"error: --path={_PATH.value} applies to --export; a checkpoint (--workdir) is evaluated "
+                     "as the trainer does. Export it first to evaluate another path.")
+  if _EXPORT.value and _STEP.value is not None:
+    raise SystemExit(f"error: --step={_STEP.value} applies to --workdir; an export holds the one step it "
+                     "was exported at (export.py --step=N picks it).")
   import ml_collections
 
   from s3jax import workdir
@@ -48,15 +54,18 @@ def main(argv):
     if _WORKDIR.value:
       metrics, _, step = deploy.evaluate_checkpoint(config, _WORKDIR.value, _STEP.value)
       what = f"checkpoint step {step} of {_WORKDIR.value}"
+      note = deploy.progress_note(_WORKDIR.value, step)
     else:
       metrics, _, step = deploy.evaluate_export(config, _EXPORT.value, _PATH.value)
-      what = f"export {_EXPORT.value} (step {step}, {_PATH.value} path)"
+      what, note = f"export {_EXPORT.value} (step {step}, {_PATH.value} path)", ""
   except ConfigError as err:
     raise SystemExit(f"error: {err}") from None
   print(f"evaluated {what} on {config.data.name}")
+  if note:
+    print(note)
   print(format_final(metrics))
 
 
 if __name__ == "__main__":
-  from s3jax.cli import parse_flags
-  app.run(main, flags_parser=parse_flags)
+  from s3jax.cli import run
+  run(main, "nothing was evaluated")

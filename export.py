@@ -27,10 +27,12 @@ def main(argv):
 
   from s3jax.cli import quiet_library_info
   logging.get_absl_handler().addFilter(quiet_library_info)
-  from s3jax.deploy.from_workdir import export_checkpoint
+  from s3jax.cli import exit_on_interrupt
+  from s3jax.deploy.from_workdir import export_checkpoint, progress_note
   from s3jax.errors import ConfigError
   try:
-    manifest = export_checkpoint(_WORKDIR.value, _OUTPUT.value, _STEP.value, _STABLEHLO.value)
+    with exit_on_interrupt(f"nothing was written to {_OUTPUT.value}; rerun the same command"):
+      manifest = export_checkpoint(_WORKDIR.value, _OUTPUT.value, _STEP.value, _STABLEHLO.value)
   except ConfigError as err:
     raise SystemExit(f"error: {err}") from None
   sizes = manifest["sizes"]
@@ -39,6 +41,8 @@ def main(argv):
   print(f"float32 model {_mb(sizes['float32_bytes'])}  export {_mb(sizes['export_bytes'])}  "
         f"ratio {sizes['ratio']:.2f}x  (array files on disk, .npy headers included: "
         f"{_mb(sizes['files_bytes'])})")
+  if note := progress_note(_WORKDIR.value, manifest["step"]):
+    print(note)
   if sizes["quantized_weights"]:
     print(f"quantized kernels: {sizes['quantized_weights']:,} weights, "
           f"{_mb(4 * sizes['quantized_weights'])} as float32 -> {_mb(sizes['quantized_bytes'])} packed "
@@ -46,5 +50,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from s3jax.cli import parse_flags
-  app.run(main, flags_parser=parse_flags)
+  from s3jax.cli import run
+  run(main, "nothing was written to --output; rerun the same command")

@@ -27,5 +27,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from s3jax.cli import parse_flags
-  app.run(main, flags_parser=parse_flags)
+  from s3jax.cli import run
+  run(main, "the report files in --output were left as they were")

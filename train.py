@@ -66,15 +66,23 @@ def _exit_with_error_line(message: str):
 
 
 def _log_to_workdir(workdir: str):
-  """The console log also goes to <workdir>/train.log (appended, so a resumed run adds to it)."""
+  """The console log also goes to <workdir>/train.log (appended, so a resumed run adds to it). Returns
+  `record(line, level)`, which puts a line the console shows by itself (the final, preempted and error
+  lines) into train.log too."""
   try:
     os.makedirs(workdir, exist_ok=True)
     handler = pylogging.FileHandler(os.path.join(workdir, "train.log"))
   except OSError:
-    return  # an unwritable workdir is reported by the trainer, with what to do
+    return lambda line, level=pylogging.INFO: None  # the trainer reports an unwritable workdir
   handler.setFormatter(logging.PythonFormatter())
   handler.addFilter(quiet_library_info)
   pylogging.getLogger().addHandler(handler)
+
+  def record(line: str, level: int = pylogging.INFO):
+    caller = sys._getframe(1).f_lineno  # pylint: disable=protected-access
+    handler.handle(pylogging.LogRecord("s3jax", level, __file__, caller, line, None, None))
+
+  return record
 
 
 def main(argv):
@@ -94,20 +102,24 @@ def main(argv):
   process = initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                    _DISTRIBUTED_TIMEOUT.value)
   if process == 0:
-    _log_to_workdir(_WORKDIR.value)
+    record = _log_to_workdir(_WORKDIR.value)
   else:  # one training log is enough: the other processes print only warnings and errors
     logging.set_verbosity(logging.WARNING)
+    record = lambda line, level=pylogging.INFO: None  # noqa: E731
   try:
     metrics = train_and_evaluate(config, _WORKDIR.value)
   except (ConfigError, TrainingStopped) as err:
+    record(f"error: {err}", pylogging.ERROR)
     raise SystemExit(f"error: {err}") from None
   except CheckpointSaveError as err:
     logging.error("%s", err)
     _exit_with_error_line(str(err))
   except Preempted as notice:
+    record(str(notice))
     print(notice)
     return
   if "eval/top1" in metrics:
+    record(format_final(metrics))
     print(format_final(metrics))
 
 

@@ -30,7 +30,12 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from absl import app, flags  # noqa: E402
+from flax import traverse_util  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
+
 from claims_analysis import GRID, PAPER_NOTE, QUICK, accuracy_table, collect, judge_claims  # noqa: E402
+from s3jax.cli import config_value, exit_with_error, run  # noqa: E402
 from s3jax.report import load_runs, write_report  # noqa: E402
 
 def run_command(overrides: dict, seed: int, args, workdir: str) -> list[str]:
@@ -74,7 +79,10 @@ def run_grid(args) -> float:
       raise SystemExit(f"error: {label} seed {seed} failed (exit {result.returncode}); its log is "
                        f"{os.path.join(workdir, 'stdout.log')}. Fix it and rerun: finished runs are kept.")
     final = [line for line in result.stdout.splitlines() if line.startswith("final eval/top1")]
-    top1 = final[-1].split()[3] if final else "?"
+    if not final:  # preempted or Ctrl-C: the trainer saved a checkpoint, and the run is not done
+      raise SystemExit(f"error: {label} seed {seed} stopped before its end ({result.stdout.strip()[-200:]}); "
+                       "rerun the same command to resume it.")
+    top1 = final[-1].split()[3]
     with open(marker, "w") as f:
       json.dump({"command": cmd[1:], "seconds": seconds, "top1": top1}, f)
     total_seconds += seconds
@@ -153,7 +161,9 @@ def _define_flags():
   flags.DEFINE_string("output", None, "Directory for the runs, figures and RESULTS.md.", required=True)
   flags.DEFINE_integer("seeds", None, "Seeds per grid entry (default 3; 1 with --quick).", lower_bound=1)
   flags.DEFINE_float("epochs", 8, "Epochs per run (the default grid; --quick runs 6 steps).")
-  flags.DEFINE_string("config", "configs/mnist.py", "The train.py config every run starts from.")
+  config_flags.DEFINE_config_file(
+      "config", "configs/mnist.py", "The train.py config every run starts from; --config.<key>=<value> "
+      "overrides reach every run (the grid's own keys excepted).", lock_config=True)
   flags.DEFINE_bool("quick", False, "A subset of the grid on scikit-learn's 8x8 digits, 6 steps each, 1 seed.")
 
 
@@ -161,14 +171,20 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
-  args = types.SimpleNamespace(output=f.output, quick=f.quick, config=f.config, seeds=f.seeds)
+  config_value(f["config"])  # a config file that does not load: one line
+  overrides = traverse_util.flatten_dict(config_flags.get_override_values(f["config"]), sep=".")
+  taken = sorted(set(overrides) & {k for _, _, grid in GRID for k in grid} | set(overrides) & {"seed"})
+  if taken:
+    raise SystemExit(f"error: --config.{taken[0]} is set by the grid for each run; leave it out.")
+  args = types.SimpleNamespace(output=f.output, quick=f.quick, seeds=f.seeds,
+                               config=os.path.relpath(config_flags.get_config_filename(f["config"]), REPO))
   if args.quick:
     args.config = "configs/digits.py"
     args.seeds = args.seeds or 1
-    args.extra = {"total_steps": 6, "eval_every_steps": 3, "log_every_steps": 3}
+    args.extra = {"total_steps": 6, "eval_every_steps": 3, "log_every_steps": 3, **overrides}
   else:
     args.seeds = args.seeds or 3
-    args.extra = {"num_epochs": f.epochs}
+    args.extra = {"num_epochs": f.epochs, **overrides}
   start = time.perf_counter()
   total_seconds = run_grid(args)
   path = write_results(args, total_seconds)
@@ -176,8 +192,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from absl import app, flags
-
-  from s3jax.cli import parse_flags
-  _define_flags()
-  app.run(main, flags_parser=parse_flags)
+  try:
+    _define_flags()  # config_flags reads --config.<key> overrides already here
+  except Exception as err:  # pylint: disable=broad-except
+    exit_with_error(err)
+  run(main, "finished runs are kept, an interrupted one resumes from its last checkpoint: rerun the "
+      "same command")

@@ -1,9 +1,12 @@
 """What the command-line shells share: flag and config errors end in one `error:` line, never a traceback;
 libraries' INFO chatter stays out of the log."""
+import ast
+import contextlib
 import logging
+import os
 import sys
 
-from absl import flags
+from absl import app, flags
 
 
 def _last_line(err: BaseException) -> str:
@@ -11,27 +14,56 @@ def _last_line(err: BaseException) -> str:
   return lines[-1] if lines else type(err).__name__
 
 
+def _missing_key(err: Exception) -> str:
+  """'metod; did you mean "method"?' from ml_collections' KeyError or AttributeError. A KeyError's str() is
+  the repr of its message (escaped quotes and newlines), so its argument is read instead."""
+  text = err.args[0] if err.args and isinstance(err.args[0], str) else str(err)
+  while len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
+    try:  # ml_collections re-raises str(KeyError): a repr inside a repr
+      text = ast.literal_eval(text)
+    except (SyntaxError, ValueError):
+      break
+  key, _, hint = text.strip().partition("\n")
+  key = key.strip().strip("'\"")
+  hint = hint.strip().rstrip(".?")
+  if hint.startswith("Did you mean"):
+    hint = "did you mean" + hint[len("Did you mean"):].split(" instead of ")[0] + "?"
+  return key + (f"; {hint}" if hint else "")
+
+
 def _describe(err: Exception) -> str:
   if isinstance(err, flags.Error):
     return str(err)
   if isinstance(err, (KeyError, AttributeError)):  # ml_collections: a --config.<key> that does not exist
-    return f"the config has no key {_last_line(err).strip(chr(39) + chr(34))}; see README.md 'Configs'"
+    return f"the config has no key {_missing_key(err)} (see README.md 'Configs')"
   if isinstance(err, OSError):  # a --config file that cannot be read
     return f"cannot load the config: {_last_line(err)}"
   return f"cannot load the config: {type(err).__name__}: {_last_line(err)}"
 
 
-def _exit(err: Exception):
+def exit_with_error(err: Exception):
+  """Ends the process with status 2 and one line describing a flag or config error."""
   sys.stderr.write(f"error: {_describe(err)}\n")
   sys.exit(2)
 
 
+HELP_FLAGS = ("-h", "--help", "-help", "--helpshort", "--helpfull", "-?")
+
+
 def parse_flags(argv):
-  """absl's flag parser for `app.run(..., flags_parser=parse_flags)`, exiting with status 2 and one line."""
+  """absl's flag parser for `app.run(..., flags_parser=parse_flags)`, exiting with status 2 and one line.
+  `-h` is `--help`, and asking for help exits with status 0 (absl's own exits with 1)."""
+  argv = [argv[0]] + ["--help" if a == "-h" else a for a in argv[1:]]
+  if any(a in HELP_FLAGS for a in argv[1:]):
+    try:
+      flags.FLAGS(argv)
+    except SystemExit:
+      pass
+    sys.exit(0)
   try:
     return flags.FLAGS(argv)
   except Exception as err:  # pylint: disable=broad-except
-    _exit(err)
+    exit_with_error(err)
 
 
 def config_value(config_flag):
@@ -41,7 +73,7 @@ def config_value(config_flag):
     value.keys()  # a file that failed to load gives a placeholder that raises on first use
     return value
   except Exception as err:  # pylint: disable=broad-except
-    _exit(err)
+    exit_with_error(err)
 
 
 def quiet_library_info(record) -> bool:
@@ -53,3 +85,27 @@ def quiet_library_info(record) -> bool:
     return False  # INFO, and the read-only manager's notes when export/evaluate read a checkpoint
   record.exc_info, record.exc_text = None, None
   return True
+
+
+@contextlib.contextmanager
+def exit_on_interrupt(consequence: str):
+  """Ctrl-C inside the block ends the process with one line, 'error: interrupted (Ctrl-C); <consequence>.',
+  and status 130, without a traceback (the block cleans up on its way out)."""
+  try:
+    yield
+  except KeyboardInterrupt:
+    sys.stdout.flush()
+    sys.stderr.write(f"\nerror: interrupted (Ctrl-C); {consequence}.\n")
+    sys.stderr.flush()
+    os._exit(130)  # at once: library threads may still be writing
+
+
+def run(main, interrupted: str):
+  """`app.run(main)` with `parse_flags`, and Ctrl-C anywhere in `main` ending in one line that says
+  `interrupted` (what was and was not done)."""
+
+  def guarded(argv):
+    with exit_on_interrupt(interrupted):
+      return main(argv)
+
+  app.run(guarded, flags_parser=parse_flags)

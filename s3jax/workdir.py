@@ -3,6 +3,7 @@ reads them.
 
   config.json        the config of the latest start; a resume with changed keys keeps the earlier one as
                      config.<step>.json
+  in_progress.json   while train.py runs: its host and process id (removed when it ends)
   model_input.json   what inference needs without building the data: the model, its classes and its input
                      (shape, normalisation), written when training starts
   metrics.jsonl      one JSON object per logged step (s3jax.training.metrics writes it)
@@ -10,6 +11,9 @@ reads them.
   checkpoints/       Orbax checkpoints (s3jax.training.checkpointing)
 """
 import json
+import os
+import socket
+import time
 
 import ml_collections
 from absl import logging
@@ -22,6 +26,7 @@ from s3jax.errors import ConfigError
 CONFIG_FILE = "config.json"
 MODEL_INPUT_FILE = "model_input.json"
 METRICS_FILE = "metrics.jsonl"
+IN_PROGRESS_FILE = "in_progress.json"
 CHECKPOINTS = "checkpoints"
 
 
@@ -111,3 +116,33 @@ def read_metrics(workdir: str) -> list[dict]:
   """All records of a workdir's metrics.jsonl."""
   text = (epath.Path(workdir) / METRICS_FILE).read_text()
   return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def mark_in_progress(workdir: str):
+  """Records that this process is training in `workdir` (until `clear_in_progress`)."""
+  record = {"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+  (epath.Path(workdir) / IN_PROGRESS_FILE).write_text(json.dumps(record))
+
+
+def clear_in_progress(workdir: str):
+  (epath.Path(workdir) / IN_PROGRESS_FILE).unlink(missing_ok=True)
+
+
+def training_status(workdir: str) -> str:
+  """'' when no trainer is recorded in `workdir`; otherwise one sentence on the trainer that wrote
+  in_progress.json: still running here, gone, or on another host."""
+  path = epath.Path(workdir) / IN_PROGRESS_FILE
+  try:
+    record = json.loads(path.read_text())
+  except (OSError, ValueError):
+    return ""
+  who = f"pid {record.get('pid')} on {record.get('host')}, since {record.get('since')}"
+  if record.get("host") != socket.gethostname():
+    return f"the run is marked as training on another host ({who})"
+  try:
+    os.kill(int(record["pid"]), 0)
+  except PermissionError:  # alive, another user's
+    pass
+  except (OSError, KeyError, ValueError, TypeError):
+    return f"the run stopped without ending ({who}); rerun train.py to resume it"
+  return f"the run is still training ({who})"

@@ -21,6 +21,7 @@ from s3jax.workdir import read_metrics
 from s3jax.models import create_model
 from s3jax.quant.tree import latents_with_paths, path_name
 from s3jax.training.loop import train_and_evaluate
+from s3jax.training.steps import jit_eval_logits
 from s3jax.workdir import read_config
 
 
@@ -207,7 +208,7 @@ def _edit_manifest(directory, **changes):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method,scale", [("deepshift_q", "learned")])
+@pytest.mark.parametrize("method,scale", [("deepshift_q", "learned"), ("denseshift", "fixed")])
 def test_other_methods_round_trip_and_run_without_multiplications(method, scale, tmp_path):
   """Random latents of another method, with a scale, on ResNet-20: codes, decoded kernels and both paths.
   DeepShift-Q with exact zeros also needs the 4-bit layer and the 8-level tables without 0."""
@@ -232,9 +233,8 @@ def test_other_methods_round_trip_and_run_without_multiplications(method, scale,
       node = node[part]
     np.testing.assert_array_equal(node.weights(), quant.materialize(kernel), err_msg=path)
   images = jax.random.normal(jax.random.key(2), (4, 8, 8, 1))
-  trainer_eval = jax.jit(lambda p, x: model.apply(
-      {"params": quant.materialize_tree(p), "batch_stats": variables["batch_stats"]}, x, train=False))
-  reference = trainer_eval(params, images)
+  # The trainer's evaluation program, on the trained latents; the plain path runs it on rebuilt ones.
+  reference = jit_eval_logits(model)({"params": params, "batch_stats": variables["batch_stats"]}, images)
   np.testing.assert_array_equal(plain_apply(loaded)(images), reference)
   np.testing.assert_allclose(shift_add_apply(loaded)(images), reference, rtol=1e-4,
                              atol=1e-4 * float(jnp.abs(reference).max()))

@@ -10,7 +10,7 @@ import pytest
 
 from s3jax import quant
 from s3jax.quant import (DeepShiftPSLatent, DeepShiftQLatent, DenseShiftLatent, S3Latent,
-                         materialize, quantizer, quantizer_of, to_codes)
+                         Scaled, materialize, quantizer, quantizer_of, to_codes)
 
 sg = jax.lax.stop_gradient
 METHOD_BITS = [("s3", b) for b in (2, 3, 4, 5)] + [("denseshift", b) for b in (2, 3, 4, 5)] + \
@@ -118,6 +118,24 @@ def test_value_set_codes_and_decode(method, bits):
   np.testing.assert_array_equal(q.decode(codes), w)
   assert quantizer_of(lat) == q
   assert int(jnp.max(jnp.abs(codes))) == len(q.magnitudes())
+
+
+@pytest.mark.parametrize("method,bits", METHOD_BITS)
+def test_latents_from_codes_materialize_the_level_and_look_like_the_trainers(method, bits):
+  """Latents rebuilt from an export's codes: each code's level exactly, and the structure, shapes and dtype
+  of the latents training made (so the trainer's jitted eval runs on them as it is)."""
+  q = quantizer(method, bits, scale="learned")
+  trained = random_latent(method, bits, jax.random.key(bits), shape=(3, 3, 2, 100))
+  scaled = Scaled(trained, jnp.full((100,), 0.25), learned=True)
+  codes = to_codes(scaled)
+  rebuilt = q.from_codes(codes, scale=scaled.scale)
+  assert jax.tree.structure(rebuilt) == jax.tree.structure(scaled)
+  assert [(x.shape, x.dtype) for x in jax.tree.leaves(rebuilt)] == \
+      [(x.shape, x.dtype) for x in jax.tree.leaves(scaled)]
+  levels = np.asarray(expected_levels(method, bits))
+  magnitude = levels[levels > 0][np.maximum(np.abs(codes).astype(int) - 1, 0)]  # code +-j: j-th magnitude
+  np.testing.assert_array_equal(materialize(rebuilt.latent), np.where(codes == 0, 0.0, np.sign(codes) * magnitude))
+  np.testing.assert_array_equal(materialize(rebuilt), materialize(scaled))
 
 
 @pytest.mark.parametrize("method,bits", [mb for mb in METHOD_BITS if mb[0] != "s3"])

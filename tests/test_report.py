@@ -39,14 +39,20 @@ def _stage_conv_leaves(params):
 
 
 def _s3_signs_and_low(kernel):
+  """Signs, low-value mask, and how many weights sit so near the threshold that rounding may move them."""
   sign = np.where(np.asarray(kernel["sign"]) >= 0, 1, -1)
   nonzero = np.asarray(kernel["sparse"]) > 0
-  return sign * nonzero, ~nonzero
+  return sign * nonzero, ~nonzero, 0  # the threshold is a sign test: exact on every CPU
 
 
 def _float_signs_and_low(kernel):
+  """The float threshold 0.7 * mean|w| is a reduction: XLA and numpy sum in different orders (and AVX2
+  and AVX-512 CPUs in different vector widths), so the threshold itself may differ in its last bits; a
+  weight within 1e-6 of it (relative) may fall on either side. Such weights are counted, not guessed."""
   w = np.asarray(kernel)
-  return np.sign(w), np.abs(w) < 0.7 * np.mean(np.abs(w))
+  threshold = 0.7 * np.mean(np.abs(w))
+  near = np.sum(np.abs(np.abs(w) - threshold) <= 1e-6 * threshold)
+  return np.sign(w), np.abs(w) < threshold, near
 
 
 @pytest.mark.parametrize("method", ["s3", "float"])
@@ -54,12 +60,13 @@ def test_dynamics_match_numpy_on_two_checkpoints(runs, method):
   workdir = str(runs / method)
   (before, _), (after, _) = restore_checkpoint(workdir, 4), restore_checkpoint(workdir, 8)
   measure = _s3_signs_and_low if method == "s3" else _float_signs_and_low
-  flips = lows = total = 0
+  flips = lows = near = total = 0
   for path, kernel in _stage_conv_leaves(after["params"]).items():
-    sign_after, low = measure(kernel)
-    sign_before, _ = measure(_stage_conv_leaves(before["params"])[path])
+    sign_after, low, on_threshold = measure(kernel)
+    sign_before, _, _ = measure(_stage_conv_leaves(before["params"])[path])
     flips += np.sum(sign_after * sign_before < 0)
     lows += np.sum(low)
+    near += on_threshold
     total += sign_after.size
   # ResNet-20's stage convs: 6 x 3*3*16*16, then per stage 3*3*c*2c + 1x1 c*2c + 5 x 3*3*2c*2c.
   assert total == 6 * 2304 + (4608 + 512 + 5 * 9216) + (18432 + 2048 + 5 * 36864) == 269_824
@@ -68,7 +75,8 @@ def test_dynamics_match_numpy_on_two_checkpoints(runs, method):
   np.testing.assert_allclose(record["dynamics/sign_flip_rate"], flips / total, rtol=1e-6)
   np.testing.assert_allclose(record["dynamics/sign_flip_rate_per_1k_steps"], flips / total * 1000 / 4,
                              rtol=1e-6)
-  np.testing.assert_allclose(record["dynamics/low_value_rate"], lows / total, rtol=1e-6)
+  assert near <= 5  # a handful of 269,824 at most; else the comparison would say little
+  assert abs(record["dynamics/low_value_rate"] * total - lows) <= near + 1e-6 * lows
   # Per-layer figures go to TensorBoard only.
   assert not any(k.startswith("dynamics_layers/") for k in record)
 
@@ -111,4 +119,4 @@ def test_report_on_a_run_in_progress_and_bad_workdirs(tmp_path):
                            f"--output={tmp_path}/o"], cwd=REPO, capture_output=True, text=True,
                           timeout=120)
   assert result.returncode == 1 and "Traceback" not in result.stderr
-  assert result.stderr.strip().splitlines()[-1].startswith("error: no run found")
+  assert "matches no workdir" in result.stderr.strip().splitlines()[-1]

@@ -47,7 +47,7 @@ def test_learned_scale_is_per_output_channel_in_log_space(method):
 
 def test_dense_general_kernels_take_their_fans_from_the_rule():
   shape = (768, 12, 64)  # attention's query kernel: 768 inputs, 12 x 64 outputs
-  as_conv = quantizer("s3", 3).init(jax.random.key(0), shape)
+  as_conv = quantizer("s3", 3, layout="conv").init(jax.random.key(0), shape)
   as_dense = quantizer("s3", 3, layout="dense").init(jax.random.key(0), shape)
   assert abs(float(jnp.std(as_dense.sign)) / math.sqrt(2 / 768) - 1) < 0.02
   assert abs(float(jnp.std(as_conv.sign)) / math.sqrt(2 / (768 * 64)) - 1) < 0.02
@@ -110,3 +110,37 @@ def test_unknown_method_and_option_are_one_line_errors():
     quantizer("denseshift", 6)
   with pytest.raises(ValueError, match="scale='big' is unknown"):
     quantizer("s3", 3, scale="big")
+
+
+def test_attention_and_1d_conv_kernels_get_their_layout_from_the_path():
+  """Flax attention's (32, 4, 8) query kernel reads as dense (fan-in 32, scale per (head, dim)), its out
+  kernel (4, 8, 32) as dense with two input axes, a rank-3 'Conv_0' kernel as a 1-D conv; another rank-3
+  kernel is a one-line error naming its path, never a guess."""
+  import flax.linen as nn
+
+  class Block(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      x = nn.MultiHeadDotProductAttention(num_heads=4, qkv_features=32)(x)
+      return nn.Conv(16, (3,))(x)
+
+  x = jnp.ones((2, 5, 32))
+  params = Block().init(jax.random.key(0), x)["params"]
+  learned = quantizer("s3", 3, scale="learned")
+  latents = quant.to_latents(params, [(r".*/kernel", learned)], key=jax.random.key(1))
+  attention = latents["MultiHeadDotProductAttention_0"]
+  assert params["MultiHeadDotProductAttention_0"]["query"]["kernel"].shape == (32, 4, 8)
+  assert attention["query"]["kernel"].scale.shape == (4, 8)
+  assert attention["out"]["kernel"].scale.shape == (32,)
+  assert latents["Conv_0"]["kernel"].scale.shape == (16,)
+  for name, fan_in in (("query", 32), ("out", 32)):  # the fixed scale makes the weights' rms 1/sqrt(fan_in)
+    fixed = quant.to_latents({name: params["MultiHeadDotProductAttention_0"][name]},
+                             [(r".*/kernel", quantizer("s3", 3, scale="fixed"))], key=jax.random.key(2))
+    weights = materialize(fixed[name]["kernel"])
+    np.testing.assert_allclose(float(jnp.sqrt(jnp.mean(weights ** 2))), 1 / math.sqrt(fan_in), rtol=1e-5)
+  odd = {"mixer": {"kernel": jnp.ones((4, 8, 8))}}
+  with pytest.raises(ConfigError, match=r"mixer/kernel: a kernel of shape \(4, 8, 8\) may be a 1-D conv"):
+    quant.to_latents(odd, [(r".*/kernel", learned)], key=jax.random.key(3))
+  as_dense = quant.to_latents(odd, [(r".*/kernel", quantizer("s3", 3, scale="learned", layout="dense"))],
+                              key=jax.random.key(3))
+  assert as_dense["mixer"]["kernel"].scale.shape == (8, 8)

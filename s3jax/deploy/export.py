@@ -54,9 +54,13 @@ class QuantizedKernel:
     return quant.Scaled(None, self.scale, self.quantizer.scale == "learned").factor()
 
   def weights(self, dtype=jnp.float32) -> jax.Array:
-    """The kernel the trainer materializes, bit for bit."""
+    """The kernel the trainer materializes (bit for bit where both run the same program)."""
     w = self.unscaled(dtype)
     return w if self.scale is None else w * self.scale_factor().astype(self.scale.dtype)
+
+  def latent(self, dtype=jnp.float32):
+    """Latents of the trainer's structure whose materialized weight is `weights()` (`Quantizer.from_codes`)."""
+    return self.quantizer.from_codes(self.codes, self.scale, dtype)
 
 
 def from_latents(params):
@@ -74,6 +78,11 @@ def from_latents(params):
 
 def is_quantized(x) -> bool:
   return isinstance(x, QuantizedKernel)
+
+
+def latent_tree(params):
+  """Each `QuantizedKernel` as latents of the trainer's structure: what its eval program runs on."""
+  return jax.tree.map(lambda x: x.latent() if is_quantized(x) else x, params, is_leaf=is_quantized)
 
 
 def decode_tree(params):

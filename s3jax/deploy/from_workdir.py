@@ -12,6 +12,7 @@ evaluates anywhere.
 """
 import json
 import os
+import shutil
 
 import jax
 
@@ -22,7 +23,7 @@ from s3jax.errors import ConfigError
 from s3jax.models import create_model
 from s3jax.training import checkpointing
 from s3jax.training.state import abstract_variables
-from s3jax.training.steps import eval_logits
+from s3jax.training.steps import jit_eval_logits
 
 PATHS = ("plain", "shift_add", "stablehlo")
 
@@ -67,20 +68,43 @@ def export_checkpoint(workdir: str, output: str, step: int | None = None, stable
     raise ConfigError(f"{output} is not empty; choose a new or empty --output directory.")
   config = records.read_config(workdir)
   model, variables, step, spec = restore_variables(config, workdir, step)
-  export_format.write_export(
-      jax.device_get(variables["params"]), jax.device_get(variables["batch_stats"]), output,
-      model=config.model, num_classes=spec["num_classes"], input_spec=spec["input"], step=step,
-      training_config=json.loads(config.to_json_best_effort()))
-  exported = export_format.load(output)  # what a user will load, checked now
-  if stablehlo:
-    inference.export_stablehlo(exported)
+  # Written beside `output` and renamed into place only when complete: an export cut short (Ctrl-C, a
+  # full disk) leaves nothing that looks like an export, and the same command then succeeds.
+  partial = partial_path(output)
+  shutil.rmtree(partial, ignore_errors=True)  # left by an export that was cut short
+  try:
+    export_format.write_export(
+        jax.device_get(variables["params"]), jax.device_get(variables["batch_stats"]), partial,
+        model=config.model, num_classes=spec["num_classes"], input_spec=spec["input"], step=step,
+        training_config=json.loads(config.to_json_best_effort()))
+    exported = export_format.load(partial)  # what a user will load, checked now
+    if stablehlo:
+      inference.export_stablehlo(exported)
+    if os.path.isdir(output):
+      os.rmdir(output)  # empty (checked above)
+    os.rename(partial, output)
+  except BaseException:
+    shutil.rmtree(partial, ignore_errors=True)
+    raise
   return export_format.read_manifest(output)
+
+
+def partial_path(output: str) -> str:
+  """Where an export to `output` is written until it is complete."""
+  output = os.path.abspath(output)
+  return os.path.join(os.path.dirname(output), f".{os.path.basename(output)}.partial")
+
+
+def progress_note(workdir: str, step: int) -> str:
+  """'' for a run that is not training; else a sentence saying that `step` is not its final state."""
+  status = records.training_status(workdir)
+  return f"note: {status}; this is its checkpoint at step {step}, not its final state." if status else ""
 
 
 def checkpoint_apply(config, workdir: str, step: int | None = None):
   """(images -> logits, step, model_input): the trainer's eval computation on a workdir's checkpoint."""
   model, variables, step, spec = restore_variables(config, workdir, step)
-  apply = jax.jit(lambda v, x: eval_logits(model, v["params"], v["batch_stats"], x))
+  apply = jit_eval_logits(model)
   return (lambda images: apply(variables, images)), step, spec
 
 

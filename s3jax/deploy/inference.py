@@ -18,23 +18,20 @@ import jax.numpy as jnp
 import numpy as np
 
 from s3jax.classification import eval_metrics, eval_sums
-from s3jax.deploy.export import Export, decode_tree, is_quantized
+from s3jax.deploy.export import Export, decode_tree, is_quantized, latent_tree
 from s3jax.deploy.manifest import ExportError, add_file, read_manifest, verified_path
+from s3jax.training.steps import eval_logits, jit_eval_logits
 
 STABLEHLO = "model.stablehlo"
 
 
 def plain_apply(export: Export):
-  """A jitted images -> logits function: the model in eval mode on the decoded weights. The codes are
-  decoded once, here, as the trainer materializes them: its logits equal the trainer's eval bit for bit."""
-  model = export.create_model()
-  weights = jax.jit(decode_tree)(export.params)
-
-  @jax.jit
-  def apply(weights, batch_stats, images):
-    return model.apply({"params": weights, "batch_stats": batch_stats}, images, train=False)
-
-  return lambda images: apply(weights, export.batch_stats, images)
+  """A jitted images -> logits function: the trainer's own eval program (`jit_eval_logits`) on latents
+  rebuilt from the codes (`latent_tree`). The same program on the same weights: its logits equal the
+  trainer's evaluation of the checkpoint bit for bit, on any CPU."""
+  apply = jit_eval_logits(export.create_model())
+  variables = {"params": latent_tree(export.params), "batch_stats": export.batch_stats}
+  return lambda images: apply(variables, images)
 
 
 def _exponents(kernel) -> tuple[int, ...]:
@@ -100,9 +97,10 @@ def export_stablehlo(export: Export) -> str:
 
   def apply(images):
     # The barrier keeps XLA from constant-folding the baked weights (BatchNorm's statistics into the
-    # convs, say), which would change the float rounding: the artifact's logits equal the plain path's.
+    # convs, say), which would change the float rounding. Behind it, the int8 codes become the latents
+    # the plain path runs on, and the same eval function follows.
     params, batch_stats = jax.lax.optimization_barrier((export.params, export.batch_stats))
-    return model.apply({"params": decode_tree(params), "batch_stats": batch_stats}, images, train=False)
+    return eval_logits(model, latent_tree(params), batch_stats, images)
 
   batch = jax.export.symbolic_shape("batch")
   spec = jax.ShapeDtypeStruct((*batch, *export.input_shape), jnp.float32)
@@ -121,7 +119,8 @@ def load_stablehlo(directory: str):
   """The export's StableHLO artifact as a callable (images -> logits), after its checksum is checked."""
   manifest = read_manifest(directory)
   if "stablehlo" not in manifest:
-    raise ExportError(f"{directory} has no {STABLEHLO}; export again without --nostablehlo.")
+    raise ExportError(f"{directory} has no {STABLEHLO}: it was exported with --nostablehlo. Export the run "
+                      "again without that flag, or evaluate it with --path=plain.")
   with open(verified_path(directory, manifest["stablehlo"]), "rb") as f:
     return jax.export.deserialize(bytearray(f.read())).call
 

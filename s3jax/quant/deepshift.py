@@ -88,6 +88,9 @@ class DeepShiftQQuantizer(Quantizer):
     w = latent.weight
     return straight_through(jnp.sign(w) * exact_exp2(self._exponent(w)), w)
 
+  def latent_from_codes(self, codes, dtype):
+    return DeepShiftQLatent(self.decode(codes, dtype), self.bits)  # the weight itself, a power of two or 0
+
   def latent_codes(self, latent):
     w = latent.weight
     return (jnp.sign(w) * (self._exponent(w) - self.smin + 1)).astype(jnp.int8)
@@ -142,6 +145,10 @@ class DeepShiftPSQuantizer(Quantizer):
     # jnp.clip's would halve it at the bounds, where projected latents often sit.
     p = straight_through(jnp.clip(latent.shift, self.smin, 0), latent.shift)
     return _ps_weight(p, latent.sign)
+
+  def latent_from_codes(self, codes, dtype):
+    shift = jnp.where(codes == 0, 0, self.smin + jnp.abs(codes).astype(jnp.int32) - 1).astype(dtype)
+    return DeepShiftPSLatent(shift=shift, sign=jnp.sign(codes).astype(dtype), bits=self.bits)
 
   def latent_codes(self, latent):
     exponent = jnp.round(jnp.clip(latent.shift, self.smin, 0))

@@ -60,6 +60,12 @@ class DenseShiftQuantizer(Quantizer):
   def materialize_latent(self, latent):
     return materialize_denseshift(latent)
 
+  def latent_from_codes(self, codes, dtype):
+    # |code| - 1 = e needs t_k > 0 exactly for the last e links of the chain, as in S3's chain.
+    k, e = num_chain_links(self.bits), jnp.abs(codes).astype(jnp.int32) - 1
+    return DenseShiftLatent(sign=plus_minus_one(codes > 0).astype(dtype),
+                            shift=tuple(plus_minus_one(i > k - e).astype(dtype) for i in range(1, k + 1)))
+
   def latent_codes(self, latent):
     sign = jnp.where(latent.sign >= 0, 1, -1)
     e = jnp.zeros(latent.sign.shape, jnp.int32)

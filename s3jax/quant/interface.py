@@ -112,6 +112,11 @@ class Quantizer(abc.ABC):
     """int8 codes of the discrete weight (no scale)."""
 
   @abc.abstractmethod
+  def latent_from_codes(self, codes, dtype) -> Any:
+    """Latents (no scale) whose materialized weight is `decode(codes)`, exactly, with the structure,
+    shapes and dtype of the latents `init` makes: the trainer's programs run on them unchanged."""
+
+  @abc.abstractmethod
   def magnitudes(self) -> np.ndarray:
     """The non-zero weight magnitudes, ascending (float64)."""
 
@@ -157,6 +162,13 @@ class Quantizer(abc.ABC):
   def codes(self, latent) -> jax.Array:
     """One int8 code per weight: 0 is 0, +-j is +-magnitudes()[j-1]. A scale is not part of the codes."""
     return self.latent_codes(latent.latent if isinstance(latent, Scaled) else latent)
+
+  def from_codes(self, codes, scale=None, dtype=jnp.float32):
+    """`latent_from_codes`, wrapped in `Scaled` with `scale` (the stored value: a log-scale when learned)."""
+    latent = self.latent_from_codes(jnp.asarray(codes), dtype)
+    if scale is None:
+      return latent
+    return Scaled(latent, jnp.asarray(scale, dtype), learned=self.scale == "learned")
 
   def decode(self, codes, dtype=jnp.float32) -> jax.Array:
     """The (unscaled) weights of `codes`, exactly."""

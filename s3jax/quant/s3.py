@@ -55,7 +55,7 @@ class S3Latent:
 
 def he_fan_out_std(shape) -> float:
   """sqrt(2 / fan_out), fan_out = kh*kw*C_out for an HWIO conv kernel and `out` for an (in, out) kernel."""
-  return math.sqrt(2.0 / kernel_fans(shape).fan_out)
+  return math.sqrt(2.0 / kernel_fans(shape, "dense" if len(shape) == 2 else "conv").fan_out)
 
 
 def init_latent(key, shape, bits: int = 3, scheme: str = "normal", dtype=jnp.float32) -> S3Latent:
@@ -156,6 +156,9 @@ class S3Quantizer(Quantizer):
 
   def materialize_latent(self, latent):
     return materialize_s3(latent)
+
+  def latent_from_codes(self, codes, dtype):
+    return from_codes(codes, self.bits, dtype)
 
   def latent_codes(self, latent):
     return s3_codes(latent)

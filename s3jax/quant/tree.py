@@ -10,6 +10,7 @@ A bare pattern string quantizes with the call's default quantizer. The first rul
 `re.fullmatch`es a path wins (the qwix convention); paths no rule matches stay float. A rule that matches
 no path is an error.
 """
+import dataclasses
 import re
 import warnings
 import zlib
@@ -21,6 +22,7 @@ import jax.numpy as jnp
 from s3jax.errors import ConfigError
 from s3jax.quant.interface import Quantizer, Scaled, is_latent, method_names, project, quantizer_of
 from s3jax.quant.interface import quantizer as make_quantizer
+from s3jax.quant.layout import layout_for
 from s3jax.quant.interface import materialize as materialize_latent
 
 # The s3jax ResNets name their residual blocks 'stage<i>_block<j>' and the stem/head 'stem_conv'/'head':
@@ -105,7 +107,13 @@ def to_latents(params, rules: Sequence = DEFAULT_RESNET_RULES, key=None, bits: i
     if getattr(leaf, "ndim", 0) < 2:
       raise ConfigError(f"Rule {pattern!r} chose {name} of shape {leaf.shape}; only kernels "
                         "(rank >= 2) can be quantized.")
-    return q.init(_leaf_key(key, name), leaf.shape, _latent_dtype(leaf.dtype, name))
+    if q.layout == "auto":
+      layout, in_axes = layout_for(name, leaf.shape)
+      q = dataclasses.replace(q, layout=layout, dense_in_axes=in_axes) if layout != "auto" else q
+    try:
+      return q.init(_leaf_key(key, name), leaf.shape, _latent_dtype(leaf.dtype, name))
+    except ConfigError as err:
+      raise ConfigError(f"{name}: {err} Use a rule (pattern, quantizer(..., layout=...)) for it.") from None
 
   out = jax.tree_util.tree_map_with_path(convert, params)
   unused = [pattern for (pattern, _), hit in zip(rules, used) if not hit]

@@ -5,6 +5,8 @@ import glob
 import json
 import os
 
+from absl import logging
+
 from s3jax.workdir import CONFIG_FILE, METRICS_FILE, read_config
 from s3jax.errors import ConfigError
 from s3jax.quant.interface import method_names
@@ -40,18 +42,28 @@ def _level_value(key: str) -> float:
 
 
 def find_workdirs(specs) -> list[str]:
-  """Workdirs from comma-separated names or globs (e.g. 'runs/*'); only those holding a config.json."""
+  """Workdirs from comma-separated names or globs (e.g. 'runs/*'). A name must be a workdir (holding the
+  config.json train.py writes) and a glob must match at least one; folders a glob matches that are not
+  workdirs are left out with a warning. Anything else is a ConfigError: no input is dropped in silence."""
   if isinstance(specs, str):
-    specs = [s for s in specs.split(",") if s.strip()]
+    specs = [s.strip() for s in specs.split(",") if s.strip()]
   found = []
   for spec in specs:
-    matches = sorted(glob.glob(os.path.expanduser(spec.strip()))) or [spec.strip()]
-    for path in matches:
-      if os.path.isfile(os.path.join(path, CONFIG_FILE)) and path not in found:
-        found.append(path)
+    is_glob = glob.has_magic(spec)
+    matches = sorted(glob.glob(os.path.expanduser(spec))) if is_glob else [os.path.expanduser(spec)]
+    runs = [p for p in matches if os.path.isfile(os.path.join(p, CONFIG_FILE))]
+    if not is_glob and not runs:
+      what = "does not exist" if not os.path.exists(matches[0]) else f"holds no {CONFIG_FILE}"
+      raise ConfigError(f"--workdirs: {spec} {what}; each workdir is a directory train.py wrote.")
+    if is_glob and not runs:
+      raise ConfigError(f"--workdirs: {spec} matches no workdir (none holds the {CONFIG_FILE} train.py "
+                        "writes).")
+    for path in sorted(set(matches) - set(runs)):
+      logging.warning("--workdirs: %s (matched by %s) is not a workdir (no %s); left out.", path, spec,
+                      CONFIG_FILE)
+    found += [p for p in runs if p not in found]
   if not found:
-    raise ConfigError(f"no run found in --workdirs={','.join(specs)!r}: each workdir needs the "
-                      "config.json that train.py writes.")
+    raise ConfigError("--workdirs names no run; pass workdirs written by train.py.")
   return found
 
 

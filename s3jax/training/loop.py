@@ -85,6 +85,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   preemption = PreemptionWatch(store)
   nonfinite = NonFiniteGuard(config.nonfinite, store)
   eval_metrics = {}
+  if is_writer:
+    records.mark_in_progress(workdir)
   try:
     with jax.set_mesh(mesh):
       batches = dataset.train_iterator(start_step)
@@ -129,6 +131,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
           eval_metrics = evaluate(eval_step, weight_statistics, state, dataset, mesh)[0]
   finally:
     preemption.close()
-    store.close()
-    writer.close()
+    try:
+      store.close()
+    finally:
+      writer.close()
+      if is_writer:
+        records.clear_in_progress(workdir)
   return eval_metrics

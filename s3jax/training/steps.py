@@ -81,6 +81,13 @@ def eval_logits(model, params, batch_stats, images):
   return model.apply({"params": materialize_tree(params), "batch_stats": batch_stats}, images, train=False)
 
 
+def jit_eval_logits(model):
+  """`eval_logits` jitted over ({'params', 'batch_stats'}, images): the one program that evaluates a
+  checkpoint and that the plain path of its export runs, so the two agree bit for bit on any CPU."""
+  return jax.jit(lambda variables, images: eval_logits(model, variables["params"], variables["batch_stats"],
+                                                       images))
+
+
 def make_eval_step(model):
   """(state, batch) -> `s3jax.classification.eval_sums` over the batch's unmasked examples."""
 
