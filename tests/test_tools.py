@@ -36,7 +36,8 @@ def _interrupt_when(cmd, ready, timeout=300):
   deadline = time.time() + timeout
   while not ready() and process.poll() is None and time.time() < deadline:
     time.sleep(0.02)
-  os.killpg(process.pid, signal.SIGINT)
+  assert process.poll() is None, "the command ended before it could be interrupted"
+  os.killpg(process.pid, signal.SIGINT)  # its own process group: nothing else receives it
   stdout, stderr = process.communicate(timeout=timeout)
   return process.returncode, stdout, stderr
 
