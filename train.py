@@ -65,6 +65,10 @@ def _exit_with_error_line(message: str):
   os._exit(1)
 
 
+def _not_logged(line: str, level: int = pylogging.INFO):
+  del line, level  # processes other than 0 keep no train.log
+
+
 def _log_to_workdir(workdir: str):
   """The console log also goes to <workdir>/train.log (appended, so a resumed run adds to it). Returns
   `record(line, level)`, which puts a line the console shows by itself (the final, preempted and error
@@ -73,7 +77,7 @@ def _log_to_workdir(workdir: str):
     os.makedirs(workdir, exist_ok=True)
     handler = pylogging.FileHandler(os.path.join(workdir, "train.log"))
   except OSError:
-    return lambda line, level=pylogging.INFO: None  # the trainer reports an unwritable workdir
+    return _not_logged  # the trainer reports an unwritable workdir, with what to do
   handler.setFormatter(logging.PythonFormatter())
   handler.addFilter(quiet_library_info)
   pylogging.getLogger().addHandler(handler)
@@ -105,7 +109,7 @@ def main(argv):
     record = _log_to_workdir(_WORKDIR.value)
   else:  # one training log is enough: the other processes print only warnings and errors
     logging.set_verbosity(logging.WARNING)
-    record = lambda line, level=pylogging.INFO: None  # noqa: E731
+    record = _not_logged
   try:
     metrics = train_and_evaluate(config, _WORKDIR.value)
   except (ConfigError, TrainingStopped) as err:
