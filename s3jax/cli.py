@@ -2,9 +2,12 @@
 libraries' INFO chatter stays out of the log."""
 import ast
 import contextlib
+import gc
 import logging
 import os
+import signal
 import sys
+import threading
 
 from absl import app, flags
 
@@ -87,10 +90,30 @@ def quiet_library_info(record) -> bool:
   return True
 
 
+def _unraisable(frame) -> bool:
+  """Whether `frame` (or a caller) is a garbage-collector callback or a __del__: an exception raised
+  there is printed and dropped, so a KeyboardInterrupt raised there would be lost."""
+  callbacks = {getattr(cb, "__code__", None) for cb in gc.callbacks}
+  while frame is not None:
+    if frame.f_code in callbacks or frame.f_code.co_name == "__del__":
+      return True
+    frame = frame.f_back
+  return False
+
+
+def _raise_interrupt(signum, frame):
+  if _unraisable(frame):  # e.g. jax's gc callback: deliver the signal again once that has returned
+    threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
+    return
+  raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
 def exit_on_interrupt(consequence: str):
   """Ctrl-C inside the block ends the process with one line, 'error: interrupted (Ctrl-C); <consequence>.',
-  and status 130, without a traceback (the block cleans up on its way out)."""
+  and status 130, without a traceback (the block cleans up on its way out). The interrupt is raised only
+  where Python will not drop it (not inside a garbage-collector callback)."""
+  previous = signal.signal(signal.SIGINT, _raise_interrupt)
   try:
     yield
   except KeyboardInterrupt:
@@ -98,6 +121,8 @@ def exit_on_interrupt(consequence: str):
     sys.stderr.write(f"\nerror: interrupted (Ctrl-C); {consequence}.\n")
     sys.stderr.flush()
     os._exit(130)  # at once: library threads may still be writing
+  finally:
+    signal.signal(signal.SIGINT, previous)
 
 
 def run(main, interrupted: str):
