@@ -112,10 +112,20 @@ def read_model_input(workdir: str) -> dict | None:
                       "config instead.") from None
 
 
-def read_metrics(workdir: str) -> list[dict]:
-  """All records of a workdir's metrics.jsonl."""
-  text = (epath.Path(workdir) / METRICS_FILE).read_text()
-  return [json.loads(line) for line in text.splitlines() if line.strip()]
+def read_metrics(workdir: str, in_progress: bool = False) -> list[dict]:
+  """All records of a workdir's metrics.jsonl. `in_progress`: the run may be writing it now, so a missing
+  file is no records and a line cut short is left out."""
+  path = epath.Path(workdir) / METRICS_FILE
+  if in_progress and not path.exists():
+    return []
+  records = []
+  for line in filter(str.strip, path.read_text().splitlines()):
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:  # a line being written right now
+      if not in_progress:
+        raise
+  return records
 
 
 def mark_in_progress(workdir: str):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from helpers import REPO, cli_env, run_cli
+from helpers import REPO, cli_command, cli_env, run_cli
 
 pytestmark = pytest.mark.slow  # runs the trainer, a CLI or several processes
 
@@ -111,7 +111,6 @@ def test_export_and_evaluate_of_a_run_still_training_say_so(tmp_path):
   """A real trainer, still running: the export is of its newest checkpoint, and both tools say so; the
   trainer's preemption line and the end of its run reach train.log, and in_progress.json goes."""
   workdir = str(tmp_path / "run")
-  from helpers import cli_command
   trainer = subprocess.Popen(cli_command("digits", workdir, "total_steps=100000", "checkpoint_every_steps=5",
                                          "log_every_steps=5", "eval_every_steps=100000"),
                              cwd=REPO, env=cli_env(1), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -28,24 +28,25 @@ from s3jax.training.steps import jit_eval_logits
 PATHS = ("plain", "shift_add", "stablehlo")
 
 
-def model_input(config, workdir: str) -> dict:
+def model_input(config, workdir: str, dataset=None) -> dict:
   """The workdir's model_input.json record; for a run trained before s3jax wrote it, the same from the
-  data config (which builds the dataset)."""
+  data config (`dataset`, or one built now)."""
   record = records.read_model_input(workdir)
   if record is None:
-    dataset = data.create_dataset(config)
+    dataset = dataset or data.create_dataset(config)
     record = {"model": config.model, "num_classes": dataset.num_classes, "input": dataset.input_spec()}
   return record
 
 
-def restore_variables(config, workdir: str, step: int | None = None):
+def restore_variables(config, workdir: str, step: int | None = None, spec: dict | None = None):
   """(model, {'params', 'batch_stats'}, step, model_input) of a workdir's checkpoint (latest, or `step`),
-  on the first device. Raises ConfigError when the checkpoint does not fit `config`."""
+  on the first device. `spec`: its `model_input`, if already read. Raises ConfigError when the checkpoint
+  does not fit `config`."""
   checkpoints = os.path.join(workdir, records.CHECKPOINTS)
   if not os.path.isdir(checkpoints):
     raise ConfigError(f"{workdir} holds no {records.CHECKPOINTS}/ directory: train there first, or fix "
                       "--workdir.")
-  spec = model_input(config, workdir)
+  spec = spec or model_input(config, workdir)
   model = create_model(config.model, spec["num_classes"], config.half_precision)
   device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
   params, batch_stats = abstract_variables(config, model, spec["input"]["shape"])
@@ -101,26 +102,27 @@ def progress_note(workdir: str, step: int) -> str:
   return f"note: {status}; this is its checkpoint at step {step}, not its final state." if status else ""
 
 
-def checkpoint_apply(config, workdir: str, step: int | None = None):
+def checkpoint_apply(config, workdir: str, step: int | None = None, spec: dict | None = None):
   """(images -> logits, step, model_input): the trainer's eval computation on a workdir's checkpoint."""
-  model, variables, step, spec = restore_variables(config, workdir, step)
+  model, variables, step, spec = restore_variables(config, workdir, step, spec)
   apply = jit_eval_logits(model)
   return (lambda images: apply(variables, images)), step, spec
 
 
-def _eval_data(config, input_shape, what: str):
-  """The eval split of `config`'s data, refused when its images do not fit the model's input."""
-  dataset = data.create_dataset(config)
+def _check_fits(config, dataset, input_shape, what: str):
+  """Refuses data whose images do not fit the model's input."""
   if list(dataset.image_shape) != list(input_shape):
     raise ConfigError(f"{what} takes images of shape {list(input_shape)}, but {config.data.name} gives "
                       f"{list(dataset.image_shape)}; pass the data config it was trained on.")
-  return dataset
 
 
 def evaluate_checkpoint(config, workdir: str, step: int | None = None) -> tuple[dict, object, int]:
-  """(metrics, per-example predictions, step) of a workdir's checkpoint on the eval split."""
-  apply, step, spec = checkpoint_apply(config, workdir, step)
-  dataset = _eval_data(config, spec["input"]["shape"], f"the checkpoint in {workdir}")
+  """(metrics, per-example predictions, step) of a workdir's checkpoint on the eval split. The data is
+  checked against the model's input before anything is restored."""
+  dataset = data.create_dataset(config)
+  spec = model_input(config, workdir, dataset)
+  _check_fits(config, dataset, spec["input"]["shape"], f"the checkpoint in {workdir}")
+  apply, step, _ = checkpoint_apply(config, workdir, step, spec)
   metrics, predictions = inference.evaluate_apply(apply, dataset)
   return metrics, predictions, step
 
@@ -138,6 +140,7 @@ def export_apply(directory: str, path: str = "plain"):
 def evaluate_export(config, directory: str, path: str = "plain") -> tuple[dict, object, int]:
   """(metrics, per-example predictions, step) of an export on the eval split of `config`'s data."""
   manifest = export_format.read_manifest(directory)
-  dataset = _eval_data(config, manifest["input"]["shape"], "the export")
+  dataset = data.create_dataset(config)
+  _check_fits(config, dataset, manifest["input"]["shape"], "the export")
   metrics, predictions = inference.evaluate_apply(export_apply(directory, path), dataset)
   return metrics, predictions, manifest["step"]

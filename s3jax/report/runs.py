@@ -2,12 +2,11 @@
 config (e.g. 's3 3b normal seed0'). Reads only what training writes, so runs in progress work too."""
 import dataclasses
 import glob
-import json
 import os
 
 from absl import logging
 
-from s3jax.workdir import CONFIG_FILE, METRICS_FILE, read_config
+from s3jax.workdir import CONFIG_FILE, read_config, read_metrics
 from s3jax.errors import ConfigError
 from s3jax.quant.interface import method_names
 from s3jax.quant.options import method_options
@@ -67,20 +66,6 @@ def find_workdirs(specs) -> list[str]:
   return found
 
 
-def _read_records(workdir: str) -> list[dict]:
-  path = os.path.join(workdir, METRICS_FILE)
-  if not os.path.exists(path):
-    return []
-  records = []
-  with open(path) as f:
-    for line in f:
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError:  # a line being written right now
-        continue
-  return records
-
-
 def method_option_values(config: dict) -> list[str]:
   """The values of the run's method's own options (s3: its init), in their declared order."""
   quant = config["quant"]
@@ -106,7 +91,7 @@ def load_runs(workdirs) -> list[Run]:
   runs = []
   for workdir in find_workdirs(workdirs):
     config = read_config(workdir).to_dict()  # keys added since the run take their defaults
-    runs.append(Run(workdir, config, _read_records(workdir), run_label(config)))
+    runs.append(Run(workdir, config, read_metrics(workdir, in_progress=True), run_label(config)))
   return runs
 
 
