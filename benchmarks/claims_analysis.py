@@ -1,35 +1,10 @@
-"""The paper-claims study's grid and its analysis: seed means, the four claims' verdicts by rules fixed in
-advance, and the accuracy table. `paper_claims.py` runs the grid and writes the results page."""
+"""The paper-claims studies' analysis: seed means, the four claims' verdicts by rules fixed in advance
+(each judged where its arms ran), and the accuracy table. `claims_suites.py` holds the grids;
+`paper_claims.py` runs one and writes its page."""
 import math
 import os
 
 from s3jax.report import load_runs
-
-# (name, label, config overrides); the label is what the tables show.
-GRID = (
-    ("float", "full precision", {"quant.method": "float"}),
-    ("s3_2b", "S3 2 bits", {"quant.method": "s3", "quant.bits": 2}),
-    ("s3_3b", "S3 3 bits", {"quant.method": "s3", "quant.bits": 3}),
-    ("s3_4b", "S3 4 bits", {"quant.method": "s3", "quant.bits": 4}),
-    ("s3_3b_dense", "S3 3 bits, dense init", {"quant.method": "s3", "quant.bits": 3, "quant.init": "dense"}),
-    ("denseshift_3b", "DenseShift 3 bits", {"quant.method": "denseshift", "quant.bits": 3}),
-    ("deepshift_q_3b", "DeepShift-Q 3 bits", {"quant.method": "deepshift_q", "quant.bits": 3}),
-    ("deepshift_ps_3b", "DeepShift-PS 3 bits", {"quant.method": "deepshift_ps", "quant.bits": 3}),
-    ("deepshift_ps_2b", "DeepShift-PS 2 bits", {"quant.method": "deepshift_ps", "quant.bits": 2}),
-)
-# A subset for --quick that still reaches every claim.
-QUICK = ("float", "s3_3b", "s3_3b_dense", "deepshift_ps_3b")
-
-# ImageNet top-1, ResNet-18 from scratch (S3 paper Table 1; DeepShift's README; DenseShift paper).
-PAPER_R18 = {
-    "float": "69.6 (S3 paper), 69.76 (DeepShift)",
-    "s3_3b": "69.83",
-    "deepshift_ps_3b": "63.11",
-    "deepshift_ps_2b": "60.80",
-}
-PAPER_NOTE = ("DeepShift-Q and -PS at 5 bits: 65.32 and 65.34 (DeepShift README); S3 at 2 and 4 bits and "
-              "DenseShift at 3 bits are reported by their papers on other baselines or models and are "
-              "not copied here.")
 
 
 def _mean_std(values):
@@ -160,13 +135,17 @@ def _pearson(x, y):
   return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else float("nan")
 
 
-def accuracy_table(groups: dict) -> list[str]:
-  lines = ["| configuration | bits | top-1 here (%, mean ± std over seeds) | seeds | ImageNet ResNet-18 top-1 "
-           "(%, paper) |", "|---|---|---|---|---|"]
-  for name, label, overrides in GRID:
+def accuracy_table(groups: dict, suite) -> list[str]:
+  """The suite's arms in grid order: bits, top-1 mean ± std over seeds, and its published figure."""
+  paper = [suite.paper_column] if suite.paper else []
+  head = ["configuration", "bits", "top-1 here (%, mean ± std over seeds)", "seeds", *paper]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for name, label, overrides in suite.grid:
     if name not in groups:
       continue
     mean, std, n = _mean_std(groups[name]["top1"])
     spread = f"{mean:.2f} ± {std:.2f}" if n > 1 else f"{mean:.2f}"
-    lines.append(f"| {label} | {overrides.get('quant.bits', 32)} | {spread} | {n} | {PAPER_R18.get(name, '-')} |")
+    cells = [label, str(overrides.get("quant.bits", 32)), spread, str(n)]
+    cells += [suite.paper.get(name, "-")] if suite.paper else []
+    lines.append("| " + " | ".join(cells) + " |")
   return lines

@@ -7,6 +7,8 @@ from s3jax.errors import ConfigError
 
 # Kept as strings so config.json stays plain JSON; s3jax.quant.DEFAULT_RESNET_RULES holds the same pattern.
 RESNET_QUANT_RULES = (r"stage\d+_block\d+/.*conv.*/kernel",)
+# A ViT's attention projections and MLP kernels (s3jax.models.vit); patch embedding and head stay float.
+VIT_QUANT_RULES = (r"block\d+/attention/(query|key|value|out)/kernel", r"block\d+/mlp_fc\d/kernel")
 NONFINITE_POLICIES = ("stop", "skip")
 
 

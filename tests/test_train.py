@@ -119,11 +119,9 @@ def test_every_config_loads_and_builds_model_and_optimizer(name):
   config = load_config(name)
   validate_config(config, jax.device_count())
   model = create_model(config.model, config.num_classes, config.half_precision)
-  size = config.data.image_size
-  channels = 1 if config.data.name in data.IN_MEMORY else 3
   mesh = sharding.make_data_mesh(jax.devices()[:1])
   abstract = jax.eval_shape(
-      lambda: create_train_state(config, model, (size, size, channels), 100, mesh)[0])
+      lambda: create_train_state(config, model, data.input_shape(config), 100, mesh)[0])
   assert abstract.params
   _, schedule = make_optimizer(config, abstract.params, steps_per_epoch=100)
   assert float(schedule(0)) >= 0

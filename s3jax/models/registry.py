@@ -1,0 +1,19 @@
+"""The model registry: `config.model` names one of MODEL_NAMES."""
+import jax.numpy as jnp
+
+from s3jax.errors import ConfigError
+from s3jax.models.resnet import RESNET_NAMES, resnet
+from s3jax.models.vit import VITS, vit
+
+MODEL_NAMES = RESNET_NAMES + tuple(VITS)
+
+
+def create_model(name: str, num_classes: int, half_precision: bool = False):
+  """The Flax module `name` with `num_classes` outputs. half_precision computes in bfloat16 while params
+  (and S3 latents) stay float32."""
+  dtype = jnp.bfloat16 if half_precision else jnp.float32
+  if name in RESNET_NAMES:
+    return resnet(name, num_classes, dtype)
+  if name in VITS:
+    return vit(name, num_classes, dtype)
+  raise ConfigError(f"model={name!r} is unknown; use one of {MODEL_NAMES}.")
