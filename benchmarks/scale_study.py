@@ -85,12 +85,15 @@ def main(argv):
   methods = ["s3"] if args.quick else args.methods.split(",")
   runs = [("float", "none")] + [(m, s) for m in methods for s in args.scales.split(",")]
   rows = []
-  print(f"{'method':>13} {'bits':>4} {'scale':>7} {'top1':>6} {'first logit std':>15} {'s':>5}")
+  print(f"{'method':>13} {'bits':>4} {'scale':>7} {'top1':>6} {'first logit std':>15} {'s':>5}  (per seed)")
   for method, scale in runs:
-    row = train_one(method, scale, args.bits, epochs, args.lr, data)
+    seeds = [train_one(method, scale, args.bits, epochs, args.lr, data, seed) for seed in range(args.seeds)]
+    row = {**seeds[0], "top1": sum(r["top1"] for r in seeds) / len(seeds),
+           "top1_per_seed": [r["top1"] for r in seeds], "seconds": sum(r["seconds"] for r in seeds)}
     rows.append(row)
     print(f"{row['method']:>13} {row['bits']:>4} {row['scale']:>7} {row['top1']:>6.3f} "
-          f"{row['first_logit_std']:>15.4g} {row['seconds']:>5.0f}", flush=True)
+          f"{row['first_logit_std']:>15.4g} {row['seconds']:>5.0f}  "
+          f"{' '.join(f'{t:.3f}' for t in row['top1_per_seed'])}", flush=True)
   print(json.dumps({"lr": args.lr, "epochs": epochs, "runs": rows}))
 
 
@@ -100,6 +103,7 @@ def _define_flags():
   flags.DEFINE_integer("bits", 3, "Bit width of the quantized method.")
   flags.DEFINE_float("epochs", 10, "Training epochs per run.")
   flags.DEFINE_float("lr", 0.05, "Learning rate.")
+  flags.DEFINE_integer("seeds", 1, "Seeds per run (init and latents); the table shows their mean top-1.")
   flags.DEFINE_bool("quick", False, "3 steps per run, s3 only")
 
 

@@ -58,6 +58,9 @@ class Scaled:
   leaves it out of weight decay, so it never changes.
   learned=True: `scale` is the log of a per-output-channel scale, trained with the rest. Log space keeps
   the scale positive and makes its steps relative to its size.
+
+  Either way the scale sits outside the straight-through estimator (`scale_weights`): the latents get
+  the gradient of the scaled weight itself, not that gradient times the scale.
   """
   latent: Any
   scale: jax.Array
@@ -65,6 +68,27 @@ class Scaled:
 
   def factor(self):
     return jnp.exp(self.scale) if self.learned else jax.lax.stop_gradient(self.scale)
+
+
+@jax.custom_vjp
+def scale_weights(weights, factor):
+  """weights * factor, whose gradient reaches `weights` not multiplied by `factor`: the latents learn as in a layer followed by a normalisation, at a rate that does not depend on the scale.
+  Plain autodiff would multiply their gradient by the scale (about 0.01 for a 3,136-input dense layer)
+  and all but freeze them; benchmarks/scale_study.py measures both. `factor` gets its true gradient."""
+  return weights * factor
+
+
+def _scale_weights_fwd(weights, factor):
+  return weights * factor, (weights, factor)
+
+
+def _scale_weights_bwd(residuals, g):
+  weights, factor = residuals
+  leading = tuple(range(weights.ndim - factor.ndim))  # the factor broadcasts over the leading axes
+  return g, jnp.sum(g * weights, axis=leading).astype(factor.dtype)
+
+
+scale_weights.defvjp(_scale_weights_fwd, _scale_weights_bwd)
 
 
 LATENT_ROLES = ("sign", "sparse", "shift", "weight", "scale", "log_scale")
@@ -156,7 +180,7 @@ class Quantizer(abc.ABC):
 
   def materialize(self, latent) -> jax.Array:
     if isinstance(latent, Scaled):
-      return self.materialize_latent(latent.latent) * latent.factor().astype(latent.scale.dtype)
+      return scale_weights(self.materialize_latent(latent.latent), latent.factor().astype(latent.scale.dtype))
     return self.materialize_latent(latent)
 
   def codes(self, latent) -> jax.Array:

@@ -20,11 +20,10 @@ def model_size(config: dict, workdir: str) -> dict:
 
   cfg = ml_collections.ConfigDict(config)
   record = records.read_model_input(workdir)
-  if record is None:  # a run trained before s3jax recorded its input: the size does not depend on it
+  if record is None:  # a run trained before s3jax recorded its input
     if not cfg.num_classes:
       return {}
-    channels = 1 if cfg.data.name in data.IN_MEMORY else 3
-    record = {"num_classes": cfg.num_classes, "input": {"shape": (32, 32, channels)}}
+    record = {"num_classes": cfg.num_classes, "input": {"shape": data.input_shape(cfg)}}
   model = create_model(cfg.model, record["num_classes"])
   params, _ = abstract_variables(cfg, model, record["input"]["shape"])
   bits = quant.storage_bits(params)
