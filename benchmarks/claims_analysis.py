@@ -7,6 +7,9 @@ import os
 from s3jax.report import load_runs
 
 
+NAMES = {"deepshift_ps": "DeepShift-PS", "deepshift_q": "DeepShift-Q"}
+
+
 def _mean_std(values):
   n = len(values)
   mean = sum(values) / n
@@ -82,7 +85,8 @@ def judge_claims(groups: dict) -> list[dict]:
       parts.append(f"{s3} - {other} = {diff:+.2f} points (se {se:.2f}: {verdicts[-1]})")
     verdict = ("holds" if all(v == "holds" for v in verdicts) else
                "does not hold" if any(v == "does not hold" for v in verdicts) else "unclear at this scale")
-    claims.append({"claim": "S3 beats DeepShift-PS and DeepShift-Q at equal bits.",
+    others = " and ".join(dict.fromkeys(NAMES[o.rsplit("_", 1)[0]] for _, o in pairs))
+    claims.append({"claim": f"S3 beats {others} at equal bits.",
                    "evidence": "; ".join(parts) + ".", "verdict": verdict})
   if need("float", "s3_3b", "deepshift_ps_3b"):
     claims.append(_dynamics_claim(groups))

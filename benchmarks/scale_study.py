@@ -38,12 +38,14 @@ class CNN(nn.Module):
 EVERY_KERNEL = (r".*/kernel",)
 
 
-def train_one(method: str, scale: str, bits: int, epochs: int, lr: float, data, seed: int = 0) -> dict:
+def train_one(method: str, scale: str, bits: int, epochs: int, lr: float, data, seed: int = 0,
+              scale_gradient: str = "outside") -> dict:
   model = CNN()
   params = model.init(jax.random.key(seed), jnp.zeros((1, 28, 28, 1)))["params"]
   parts = []
   if method != "float":
-    q = quant.quantizer(method, bits, scale=scale)
+    q = quant.quantizer(method, bits, scale=scale,
+                        **({"scale_gradient": scale_gradient} if scale != "none" else {}))
     params = quant.to_latents(params, EVERY_KERNEL, key=jax.random.key(seed + 1), quantizer=q)
     if any(jax.tree.leaves(sparse_mask(params))):
       parts.append(quant.dense_weight_penalty(1e-5))
@@ -73,7 +75,9 @@ def train_one(method: str, scale: str, bits: int, epochs: int, lr: float, data, 
     params, opt_state, loss = train_step(params, opt_state, data.train_batch(step))
   top1 = sum(float(correct(params, b)) for b in data.eval_batches()) / data.num_test
   return {"method": method, "bits": bits if method != "float" else 32,
-          "scale": scale if method != "float" else "-", "top1": top1, "final_loss": float(loss),
+          "scale": scale if method != "float" else "-",
+          "gradient": scale_gradient if method != "float" and scale != "none" else "-",
+          "top1": top1, "final_loss": float(loss),
           "first_logit_std": float(first), "steps": steps, "seconds": time.perf_counter() - start}
 
 
@@ -83,15 +87,19 @@ def main(argv):
   data = InMemoryDataset("mnist5k", 128, seed=0, shard=ProcessShard(0, 1))
   epochs = 3 / data.steps_per_epoch if args.quick else args.epochs
   methods = ["s3"] if args.quick else args.methods.split(",")
-  runs = [("float", "none")] + [(m, s) for m in methods for s in args.scales.split(",")]
+  gradients = args.scale_gradients.split(",")
+  runs = [("float", "none", "-")] + [(m, s, g) for m in methods for s in args.scales.split(",")
+                                     for g in (gradients if s != "none" else ["-"])]
   rows = []
-  print(f"{'method':>13} {'bits':>4} {'scale':>7} {'top1':>6} {'first logit std':>15} {'s':>5}  (per seed)")
-  for method, scale in runs:
-    seeds = [train_one(method, scale, args.bits, epochs, args.lr, data, seed) for seed in range(args.seeds)]
+  print(f"{'method':>13} {'bits':>4} {'scale':>7} {'gradient':>8} {'top1':>6} {'first logit std':>15} "
+        f"{'s':>5}  (per seed)")
+  for method, scale, gradient in runs:
+    seeds = [train_one(method, scale, args.bits, epochs, args.lr, data, seed, gradient)
+             for seed in range(args.seeds)]
     row = {**seeds[0], "top1": sum(r["top1"] for r in seeds) / len(seeds),
            "top1_per_seed": [r["top1"] for r in seeds], "seconds": sum(r["seconds"] for r in seeds)}
     rows.append(row)
-    print(f"{row['method']:>13} {row['bits']:>4} {row['scale']:>7} {row['top1']:>6.3f} "
+    print(f"{row['method']:>13} {row['bits']:>4} {row['scale']:>7} {row['gradient']:>8} {row['top1']:>6.3f} "
           f"{row['first_logit_std']:>15.4g} {row['seconds']:>5.0f}  "
           f"{' '.join(f'{t:.3f}' for t in row['top1_per_seed'])}", flush=True)
   print(json.dumps({"lr": args.lr, "epochs": epochs, "runs": rows}))
@@ -103,6 +111,8 @@ def _define_flags():
   flags.DEFINE_integer("bits", 3, "Bit width of the quantized method.")
   flags.DEFINE_float("epochs", 10, "Training epochs per run.")
   flags.DEFINE_float("lr", 0.05, "Learning rate.")
+  flags.DEFINE_string("scale_gradients", "outside", "Comma-separated: outside (the default: latents get "
+                      "the scaled weight's gradient) and/or through (times the scale, plain autodiff).")
   flags.DEFINE_integer("seeds", 1, "Seeds per run (init and latents); the table shows their mean top-1.")
   flags.DEFINE_bool("quick", False, "3 steps per run, s3 only")
 

@@ -45,6 +45,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.quant.init = "normal"       # s3 only: 'normal' (released code) or 'dense' (first public commit);
                                 # a method's own options: s3jax.quant.options
   c.quant.scale = "none"        # none | fixed | learned: a float scale per layer / output channel
+  c.quant.scale_gradient = "outside"  # outside: latents get the scaled weight's gradient; through: times
+                                # the scale (plain autodiff). See s3jax.quant.Scaled.
   c.quant.rules = RESNET_QUANT_RULES  # regexes (re.fullmatch) on param paths; see s3jax.quant.tree
   c.quant.dense_penalty = 1e-5  # s3 only: alpha of R = alpha * sum(max(-Wz, 0))
 

@@ -67,3 +67,22 @@ def test_quick_grid_writes_tables_and_figures_from_its_runs(quick):
     assert f"(results/{figure})" in text
     image = matplotlib.image.imread(os.path.join(output, "results", figure))
     assert image.shape[0] > 300 and image.std() > 0.01
+
+
+@pytest.mark.slow
+def test_publish_replaces_only_its_own_section_and_copies_its_figures(quick, tmp_path):
+  import types
+  from claims_page import publish
+  from claims_suites import SUITES
+  output, _ = quick
+  target = tmp_path / "RESULTS.md"
+  target.write_text("<!-- begin speech -->\nspeech table\n<!-- end speech -->\n")
+  args = types.SimpleNamespace(output=str(output), suite=SUITES["image"])
+  publish(args, str(target))
+  first = target.read_text()
+  page = open(os.path.join(output, "RESULTS.md")).read().rstrip()
+  assert first.startswith("<!-- begin speech -->\nspeech table\n<!-- end speech -->")
+  assert f"<!-- begin image -->\n{page}\n<!-- end image -->" in first
+  publish(args, str(target))  # a second publication replaces its section in place
+  assert target.read_text() == first
+  assert (tmp_path / "results" / "curves.png").exists()

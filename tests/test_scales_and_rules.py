@@ -47,22 +47,29 @@ def test_learned_scale_is_per_output_channel_in_log_space(method):
 
 @pytest.mark.parametrize("method", quant.method_names())
 @pytest.mark.parametrize("scale", ["fixed", "learned"])
-def test_latents_get_the_scaled_weights_gradient_not_times_the_scale(method, scale):
-  """The scale sits outside the straight-through estimator: the latents' gradient is that of the same
-  kernel without a scale, whatever the scale; a reference written with stop_gradient agrees."""
-  lat = quantizer(method, 3, scale=scale, layout="conv").init(jax.random.key(0), (3, 16, 8))
-  lat = Scaled(lat.latent, lat.scale + 3.0 if scale == "learned" else lat.scale * 20.0, lat.learned)
+@pytest.mark.parametrize("scale_gradient", ["outside", "through"])
+def test_scale_gradient_outside_or_through_the_straight_through_estimator(method, scale, scale_gradient):
+  """'outside': the latents' gradient is that of the same kernel without a scale, whatever the scale;
+  'through': that gradient times the scale (plain autodiff). Both against stop_gradient references."""
+  q = quantizer(method, 3, scale=scale, layout="conv", scale_gradient=scale_gradient)
+  lat = q.init(jax.random.key(0), (3, 16, 8))
+  assert quantizer_of(lat).scale_gradient == scale_gradient
+  lat = Scaled(lat.latent, lat.scale + 3.0 if scale == "learned" else lat.scale * 20.0, lat.learned,
+               scale_gradient)
   g = jax.random.normal(jax.random.key(1), (3, 16, 8))
   grads = jax.grad(lambda l: jnp.sum(materialize(l) * g))(lat)
   unscaled = jax.grad(lambda l: jnp.sum(materialize(l) * g))(lat.latent)
-  chex.assert_trees_all_close(grads.latent, unscaled, rtol=1e-6)
+  factor = lat.factor() if scale_gradient == "through" else 1.0
+  chex.assert_trees_all_close(grads.latent, jax.tree.map(lambda u: u * factor, unscaled), rtol=1e-5)
 
-  def reference(l):  # forward w * f; backward g to w, sum(g * w) to f
+  def reference(l):  # forward w * f; backward g (outside) or g * f (through) to w, sum(g * w) to f
     sg = jax.lax.stop_gradient
     w, f = materialize(l.latent), l.factor()
-    return sg(w * f) + (w - sg(w)) + sg(w) * (f - sg(f))
+    w_grad = (w - sg(w)) * (sg(f) if scale_gradient == "through" else 1.0)
+    return sg(w * f) + w_grad + sg(w) * (f - sg(f))
 
-  chex.assert_trees_all_close(grads, jax.grad(lambda l: jnp.sum(reference(l) * g))(lat), rtol=1e-5, atol=1e-6)
+  chex.assert_trees_all_close(grads, jax.tree.map(jnp.asarray, jax.grad(lambda l: jnp.sum(reference(l) * g))(lat)),
+                              rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(materialize(lat), materialize(lat.latent) * lat.factor())
 
 

@@ -25,6 +25,7 @@ from s3jax.errors import ConfigError
 from s3jax.quant.layout import LAYOUTS, KernelFans, kernel_fans
 
 SCALES = ("none", "fixed", "learned")
+SCALE_GRADIENTS = ("outside", "through")
 
 _METHODS: dict[str, type] = {}
 _BY_LATENT_TYPE: dict[type, type] = {}
@@ -59,15 +60,22 @@ class Scaled:
   learned=True: `scale` is the log of a per-output-channel scale, trained with the rest. Log space keeps
   the scale positive and makes its steps relative to its size.
 
-  Either way the scale sits outside the straight-through estimator (`scale_weights`): the latents get
-  the gradient of the scaled weight itself, not that gradient times the scale.
+  scale_gradient='outside' (default): the scale sits outside the straight-through estimator
+  (`scale_weights`): the latents get the gradient of the scaled weight itself. 'through': plain autodiff,
+  the latents get that gradient times the scale.
   """
   latent: Any
   scale: jax.Array
   learned: bool = dataclasses.field(metadata=dict(static=True), default=False)
+  scale_gradient: str = dataclasses.field(metadata=dict(static=True), default="outside")
 
   def factor(self):
     return jnp.exp(self.scale) if self.learned else jax.lax.stop_gradient(self.scale)
+
+  def weights(self, unscaled):
+    """The scaled kernel of this latent's unscaled materialized weight."""
+    factor = self.factor().astype(self.scale.dtype)
+    return scale_weights(unscaled, factor) if self.scale_gradient == "outside" else unscaled * factor
 
 
 @jax.custom_vjp
@@ -101,6 +109,7 @@ class Quantizer(abc.ABC):
   scale: str = "none"          # none | fixed | learned
   layout: str = "auto"         # how to read fans and output channels from a kernel shape
   dense_in_axes: int = 1       # for layout='dense': how many leading axes are inputs
+  scale_gradient: str = "outside"  # with a scale: outside | through the straight-through estimator (Scaled)
 
   method: ClassVar[str]
   latent_type: ClassVar[type]
@@ -121,6 +130,8 @@ class Quantizer(abc.ABC):
       raise ConfigError(f"scale={self.scale!r} is unknown; use one of {SCALES}.")
     if self.layout not in LAYOUTS:
       raise ConfigError(f"layout={self.layout!r} is unknown; use one of {LAYOUTS}.")
+    if self.scale_gradient not in SCALE_GRADIENTS:
+      raise ConfigError(f"scale_gradient={self.scale_gradient!r} is unknown; use one of {SCALE_GRADIENTS}.")
 
   # --- what each method defines -------------------------------------------------------------------
   @abc.abstractmethod
@@ -175,12 +186,12 @@ class Quantizer(abc.ABC):
     rms = jnp.sqrt(jnp.mean(jnp.square(weights.astype(jnp.float32))))
     fixed = (1.0 / math.sqrt(fans.fan_in)) / jnp.maximum(rms, 1e-12)
     if self.scale == "fixed":
-      return Scaled(latent, fixed.astype(dtype), learned=False)
-    return Scaled(latent, jnp.full(fans.channels, jnp.log(fixed), dtype), learned=True)
+      return Scaled(latent, fixed.astype(dtype), False, self.scale_gradient)
+    return Scaled(latent, jnp.full(fans.channels, jnp.log(fixed), dtype), True, self.scale_gradient)
 
   def materialize(self, latent) -> jax.Array:
     if isinstance(latent, Scaled):
-      return scale_weights(self.materialize_latent(latent.latent), latent.factor().astype(latent.scale.dtype))
+      return latent.weights(self.materialize_latent(latent.latent))
     return self.materialize_latent(latent)
 
   def codes(self, latent) -> jax.Array:
@@ -192,7 +203,7 @@ class Quantizer(abc.ABC):
     latent = self.latent_from_codes(jnp.asarray(codes), dtype)
     if scale is None:
       return latent
-    return Scaled(latent, jnp.asarray(scale, dtype), learned=self.scale == "learned")
+    return Scaled(latent, jnp.asarray(scale, dtype), self.scale == "learned", self.scale_gradient)
 
   def decode(self, codes, dtype=jnp.float32) -> jax.Array:
     """The (unscaled) weights of `codes`, exactly."""
@@ -220,19 +231,21 @@ class Quantizer(abc.ABC):
 
   def roles(self, latent):
     if isinstance(latent, Scaled):
-      return Scaled(self.latent_roles(latent.latent), "log_scale" if latent.learned else "scale",
-                    latent.learned)
+      return Scaled(self.latent_roles(latent.latent), "log_scale" if latent.learned else "scale", latent.learned,
+                    latent.scale_gradient)
     return self.latent_roles(latent)
 
   def describe(self) -> str:
     """A short label such as 's3 3b' or 'denseshift 3b learned-scale'."""
-    return f"{self.method} {self.bits}b" + ("" if self.scale == "none" else f" {self.scale}-scale")
+    through = " (gradient through)" if self.scale != "none" and self.scale_gradient == "through" else ""
+    return f"{self.method} {self.bits}b" + ("" if self.scale == "none" else f" {self.scale}-scale") + through
 
 
 def quantizer(method: str, bits: int = 3, **options) -> Quantizer:
   """The quantizer of `method` ('s3', 'denseshift', 'deepshift_q', 'deepshift_ps') at `bits`.
 
-  Options: scale ('none' | 'fixed' | 'learned'), layout ('auto' | 'conv' | 'dense'), dense_in_axes, and
+  Options: scale ('none' | 'fixed' | 'learned'), scale_gradient ('outside' | 'through', see `Scaled`),
+  layout ('auto' | 'conv' | 'dense'), dense_in_axes, and
   the method's own (s3: init='normal' | 'dense').
   """
   cls = method_class(method)
@@ -251,7 +264,8 @@ def is_latent(x) -> bool:
 def quantizer_of(latent) -> Quantizer:
   """The quantizer a latent was made by (bits and scale mode; init options are not recorded)."""
   if isinstance(latent, Scaled):
-    return dataclasses.replace(quantizer_of(latent.latent), scale="learned" if latent.learned else "fixed")
+    return dataclasses.replace(quantizer_of(latent.latent), scale="learned" if latent.learned else "fixed",
+                               scale_gradient=latent.scale_gradient)
   cls = _BY_LATENT_TYPE.get(type(latent))
   if cls is None:
     raise TypeError(f"{type(latent).__name__} is not a latent of any method in {method_names()}.")

@@ -26,4 +26,5 @@ def quantizer_from_config(quant_config) -> Quantizer | None:
   if method == "float":
     return None
   options = {field: quant_config[key] for key, field in own.items() if key in quant_config}
-  return quantizer(method, quant_config.bits, scale=quant_config.scale, **options)
+  return quantizer(method, quant_config.bits, scale=quant_config.scale,
+                   scale_gradient=quant_config.get("scale_gradient", "outside"), **options)
