@@ -78,12 +78,17 @@ VIT = Suite(
     intro="`vit_tiny` (7x7 patches, 4 pre-LayerNorm blocks of width 64, 4 heads, MLP 128) on the 5,000 "
           "shipped MNIST digits, with the attention projections and MLP kernels quantized and a learned "
           "per-channel scale on each (no BatchNorm follows them); patch embedding and head stay full "
-          "precision. One recipe (`configs/vit_mnist.py`) for every arm.",
+          "precision. One recipe (`configs/vit_mnist.py`) for every arm; each method with the scale's gradient "
+          "outside the straight-through estimator (the default) and through it (`quant.scale_gradient`).",
     config="configs/vit_mnist.py",
     grid=(
         ("float", "full precision", {"quant.method": "float"}),
         ("s3_3b", "S3 3 bits", {"quant.method": "s3", "quant.bits": 3}),
         ("denseshift_3b", "DenseShift 3 bits", {"quant.method": "denseshift", "quant.bits": 3}),
+        ("s3_3b_through", "S3 3 bits, scale gradient through",
+         {"quant.method": "s3", "quant.bits": 3, "quant.scale_gradient": "through"}),
+        ("denseshift_3b_through", "DenseShift 3 bits, scale gradient through",
+         {"quant.method": "denseshift", "quant.bits": 3, "quant.scale_gradient": "through"}),
     ),
     quick=("float", "s3_3b"), quick_config="configs/vit_mnist.py", epochs=40, seeds=1,
     paper_column="paper (%)", paper={}, paper_note="", figures="results/vit")

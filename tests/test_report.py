@@ -120,3 +120,16 @@ def test_report_on_a_run_in_progress_and_bad_workdirs(tmp_path):
                           timeout=120)
   assert result.returncode == 1 and "Traceback" not in result.stderr
   assert "matches no workdir" in result.stderr.strip().splitlines()[-1]
+
+
+def test_run_labels_tell_apart_every_setting_the_grids_vary():
+  from s3jax.report.runs import run_label
+
+  def label(**quant):
+    config = load_config("vit_mnist", **{f"quant.{k}": v for k, v in quant.items()}).to_dict()
+    return run_label(config)
+
+  assert label() == "s3 3b normal learned-scale seed0"
+  assert label(scale_gradient="through") == "s3 3b normal learned-scale gradient-through seed0"
+  assert label(method="denseshift", scale="none", scale_gradient="through") == "denseshift 3b seed0"
+  assert label(method="float") == "float seed0"

@@ -75,7 +75,8 @@ def method_option_values(config: dict) -> list[str]:
 
 
 def run_label(config: dict) -> str:
-  """'s3 3b normal seed0', 'denseshift 3b seed1', 'float seed0' (+ ' fixed-scale' etc. when not none).
+  """'s3 3b normal seed0', 'denseshift 3b seed1', 'float seed0' (+ ' fixed-scale' etc. when not none,
+  and ' gradient-through' for a scale whose gradient goes through the straight-through estimator).
   `config`: a workdir's config with every key (`s3jax.workdir.read_config`), as a dict."""
   quant = config["quant"]
   seed = f"seed{config['seed']}"
@@ -84,6 +85,8 @@ def run_label(config: dict) -> str:
   parts = [quant["method"], f"{quant['bits']}b", *method_option_values(config)]
   if quant["scale"] != "none":
     parts.append(f"{quant['scale']}-scale")
+    if quant.get("scale_gradient", "outside") != "outside":
+      parts.append(f"gradient-{quant['scale_gradient']}")
   return " ".join(parts + [seed])
 
 
