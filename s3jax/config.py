@@ -94,6 +94,9 @@ def validate_config(config, device_count: int | None = None):
   for key in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
     _check(config[key] > 0, f"{key}={config[key]!r} must be > 0.")
   _check(config.num_classes >= 0, f"num_classes={config.num_classes!r} must be >= 0 (0: from the data).")
+  _check(config.quant.get("scale_gradient", "outside") == "outside" or config.quant.scale != "none",
+         f"quant.scale_gradient={config.quant.get('scale_gradient')!r} applies to a scale, and quant.scale is "
+         "'none'; set quant.scale=fixed or learned, or leave scale_gradient at 'outside'.")
   _check(config.quant.dense_penalty >= 0,
          f"quant.dense_penalty={config.quant.dense_penalty!r} must be >= 0.")
   if device_count is not None:

@@ -20,6 +20,7 @@ def assert_one_line_error(result, expected: str):
     ("quant.method=shiftadd", "quant.method='shiftadd' is unknown"),
     ("quant.bits=32", "use --config.quant.method=float"),
     ("quant.scale=huge", "scale='huge' is unknown"),
+    ("quant.scale_gradient=through", "quant.scale_gradient='through' applies to a scale"),
     ("model=resnet7", "model='resnet7' is unknown"),
     ("data.name=imagenet3", "data.name='imagenet3' is unknown"),
     ("quant.init=uniform", "init='uniform' is unknown"),
