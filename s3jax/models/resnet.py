@@ -105,29 +105,30 @@ class ResNet(nn.Module):
     return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x).astype(jnp.float32)
 
 
-IMAGENET = {
+_IMAGENET = {
     "resnet18": ((2, 2, 2, 2), BasicBlock),
     "resnet34": ((3, 4, 6, 3), BasicBlock),
     "resnet50": ((3, 4, 6, 3), Bottleneck),
     "resnet101": ((3, 4, 23, 3), Bottleneck),
     "resnet152": ((3, 8, 36, 3), Bottleneck),
 }
-CIFAR = {"resnet20": 3, "resnet32": 5, "resnet56": 9}
+_CIFAR = {"resnet20": 3, "resnet32": 5, "resnet56": 9}
 # 1-D ResNets: three stages of basic blocks over time, widths 64/128/256; the name counts conv and dense
 # layers as the CIFAR names do (resnet1d_8: stem, 3 blocks of 2 convs, head).
-SEQUENCE = {"resnet1d_8": 1, "resnet1d_14": 2}
-SEQUENCE_WIDTHS = (64, 128, 256)
+_SEQUENCE = {"resnet1d_8": 1, "resnet1d_14": 2}
+_SEQUENCE_WIDTHS = (64, 128, 256)
 
 
 def resnet(name: str, num_classes: int, dtype) -> ResNet:
-  if name in IMAGENET:
-    stages, block = IMAGENET[name]
+  """The ResNet `name`, one of RESNET_NAMES."""
+  if name in _IMAGENET:
+    stages, block = _IMAGENET[name]
     return ResNet(stages, block, num_classes, dtype=dtype)
-  if name in CIFAR:
-    return ResNet((CIFAR[name],) * 3, BasicBlock, num_classes, widths=(16, 32, 64), imagenet_stem=False,
+  if name in _CIFAR:
+    return ResNet((_CIFAR[name],) * 3, BasicBlock, num_classes, widths=(16, 32, 64), imagenet_stem=False,
                   dtype=dtype)
-  return ResNet((SEQUENCE[name],) * 3, BasicBlock, num_classes, widths=SEQUENCE_WIDTHS, imagenet_stem=False,
+  return ResNet((_SEQUENCE[name],) * 3, BasicBlock, num_classes, widths=_SEQUENCE_WIDTHS, imagenet_stem=False,
                 dtype=dtype, spatial_dims=1)
 
 
-RESNET_NAMES = tuple(IMAGENET) + tuple(CIFAR) + tuple(SEQUENCE)
+RESNET_NAMES = tuple(_IMAGENET) + tuple(_CIFAR) + tuple(_SEQUENCE)

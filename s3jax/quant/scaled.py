@@ -42,8 +42,9 @@ class Scaled:
 @jax.custom_vjp
 def scale_weights(weights, factor):
   """weights * factor, whose gradient reaches `weights` not multiplied by `factor`: the latents learn as
-  in a layer followed by a normalisation, at a rate that does not depend on the scale. Plain autodiff would multiply their gradient by the scale (about 0.01 for a 3,136-input dense layer)
-  and all but freeze them; benchmarks/scale_study.py measures both. `factor` gets its true gradient."""
+  in a layer followed by a normalisation, at a rate that does not depend on the scale. Plain autodiff
+  would multiply their gradient by the scale (about 0.01 for a 3,136-input dense layer) and all but
+  freeze them; benchmarks/scale_study.py measures both. `factor` gets its true gradient."""
   return weights * factor
 
 

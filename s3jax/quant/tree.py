@@ -22,8 +22,8 @@ import jax.numpy as jnp
 from s3jax.errors import ConfigError
 from s3jax.quant.interface import Quantizer, is_latent, method_names, project, quantizer_of
 from s3jax.quant.interface import quantizer as make_quantizer
-from s3jax.quant.layout import layout_for
 from s3jax.quant.interface import materialize as materialize_latent
+from s3jax.quant.layout import layout_for
 from s3jax.quant.scaled import Scaled
 
 # The s3jax ResNets name their residual blocks 'stage<i>_block<j>' and the stem/head 'stem_conv'/'head':
