@@ -26,6 +26,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_every_steps = 0        # <= 0: once per epoch
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3
+  c.init_from = ""              # a float run's workdir or an Orbax checkpoint: convert it and start there
+                                # (s3jax.training.init_from); '' = random init
   c.nonfinite = "stop"          # a non-finite loss: 'stop' (keep the last good checkpoint) or 'skip' the step
 
   c.data = ml_collections.ConfigDict()

@@ -124,6 +124,25 @@ class Quantizer(abc.ABC):
     instead of the float latents for the pull-back; see `s3jax.quant.tree.proxy_pullback`."""
     return None
 
+  def conversion_levels(self) -> np.ndarray:
+    """The levels a float weight is converted to (`s3jax.quant.conversion`): `levels()`, less any the
+    method reaches only by accident (DeepShift-Q's 0, an exactly-zero latent)."""
+    return self.levels()
+
+  def converted_latent(self, codes, unscaled, magnitude: float):
+    """Latents (no scale) whose materialized weight is `decode(codes)`, made from a float kernel:
+    `unscaled` is the kernel divided by its scale (`codes` are its nearest levels) and fills the parts the
+    codes leave free; `magnitude` is the size of latents whose side of zero is what counts.
+    Default: `latent_from_codes` scaled by `magnitude`."""
+    del unscaled
+    return jax.tree.map(lambda x: x * jnp.asarray(magnitude, x.dtype),
+                        self.latent_from_codes(codes, jnp.float32))
+
+  def conversion_magnitude(self, fans: KernelFans) -> float:
+    """The latent size `converted_latent` gets by default: sqrt(2 / fan_out), the spread of S3's random
+    init (the He fan-out std), for every method whose latents act through their sign."""
+    return math.sqrt(2.0 / fans.fan_out)
+
   # --- the interface, the same for every method ------------------------------------------------------
   def init(self, key, shape, dtype=jnp.float32):
     """Latents (a pytree) for a kernel of `shape`, wrapped in `Scaled` unless scale='none'."""
@@ -160,11 +179,24 @@ class Quantizer(abc.ABC):
     table = jnp.asarray(np.concatenate([[0.0], self.magnitudes()]), dtype)
     return jnp.sign(codes).astype(dtype) * table[jnp.abs(codes.astype(jnp.int32))]
 
+  def nearest_codes(self, x, levels=None) -> np.ndarray:
+    """int8 codes of the level nearest to each value of `x` (the lower one on a tie), among `levels`
+    (default: `conversion_levels()`; any sorted subset of `levels()`). numpy, on the host."""
+    levels = np.asarray(self.conversion_levels() if levels is None else levels, np.float64)
+    mags = self.magnitudes()
+    table = np.array([0 if v == 0 else np.sign(v) * (np.argmin(np.abs(mags - abs(v))) + 1) for v in levels],
+                     np.int8)
+    return table[np.searchsorted((levels[:-1] + levels[1:]) / 2, np.asarray(x, np.float64), side="left")]
+
   def levels(self) -> np.ndarray:
     """The sorted set of (unscaled) weight values."""
     mags = self.magnitudes()
     zero = [0.0] if self.has_zero else []
     return np.concatenate([-mags[::-1], zero, mags])
+
+  def nonzero_levels(self) -> np.ndarray:
+    mags = self.magnitudes()
+    return np.concatenate([-mags[::-1], mags])
 
   def project(self, latent):
     if isinstance(latent, Scaled):

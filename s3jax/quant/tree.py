@@ -72,7 +72,7 @@ def _leaf_key(key, path: str):
   return jax.random.fold_in(key, zlib.crc32(path.encode()) & 0x7FFFFFFF)
 
 
-def _latent_dtype(dtype, path: str):
+def latent_dtype(dtype, path: str):
   if jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32:
     warnings.warn(f"{path} is {jnp.dtype(dtype).name}; its latents are made float32, since the small "
                   "updates they get (the dense penalty's 1e-5 steps, say) vanish at lower precision. "
@@ -82,17 +82,9 @@ def _latent_dtype(dtype, path: str):
   return dtype
 
 
-def to_latents(params, rules: Sequence = DEFAULT_RESNET_RULES, key=None, bits: int = 3,
-               scheme: str = "normal", quantizer: Quantizer | None = None):
-  """Replaces the kernels chosen by `rules` with freshly initialised latents of their quantizer.
-
-  `quantizer` is the default for bare patterns (S3 at `bits` with init `scheme` when None). The original
-  values of chosen kernels are discarded: every method trains from its own random init. Latents are float32
-  (or float64) even when the kernel is bfloat16, with a warning. Returns a tree of the same structure.
-  """
-  if key is None:
-    raise ConfigError("to_latents needs a PRNG key, e.g. jax.random.key(0).")
-  default = quantizer or make_quantizer("s3", bits, init_scheme=scheme)
+def map_kernels(params, rules, default: Quantizer, fn):
+  """Replaces each leaf that `rules` choose for a quantizer `q` by `fn(name, leaf, q)`, where `q` has the
+  kernel's layout settled (`layout_for`); other leaves pass through. ConfigErrors name the path."""
   rules = normalize_rules(rules, default)
   used = [False] * len(rules)
 
@@ -112,8 +104,10 @@ def to_latents(params, rules: Sequence = DEFAULT_RESNET_RULES, key=None, bits: i
       layout, in_axes = layout_for(name, leaf.shape)
       q = dataclasses.replace(q, layout=layout, dense_in_axes=in_axes) if layout != "auto" else q
     try:
-      return q.init(_leaf_key(key, name), leaf.shape, _latent_dtype(leaf.dtype, name))
+      return fn(name, leaf, q)
     except ConfigError as err:
+      if name in str(err):
+        raise
       raise ConfigError(f"{name}: {err} Use a rule (pattern, quantizer(..., layout=...)) for it.") from None
 
   out = jax.tree_util.tree_map_with_path(convert, params)
@@ -122,6 +116,22 @@ def to_latents(params, rules: Sequence = DEFAULT_RESNET_RULES, key=None, bits: i
     raise ConfigError(f"Quantization rule(s) {unused} matched no parameter path; "
                       f"paths look like {_example_paths(params)}.")
   return out
+
+
+def to_latents(params, rules: Sequence = DEFAULT_RESNET_RULES, key=None, bits: int = 3,
+               scheme: str = "normal", quantizer: Quantizer | None = None):
+  """Replaces the kernels chosen by `rules` with freshly initialised latents of their quantizer.
+
+  `quantizer` is the default for bare patterns (S3 at `bits` with init `scheme` when None). The original
+  values of chosen kernels are discarded: every method trains from its own random init (to start from
+  them instead, see `s3jax.quant.conversion`). Latents are float32 (or float64) even when the kernel is
+  bfloat16, with a warning. Returns a tree of the same structure.
+  """
+  if key is None:
+    raise ConfigError("to_latents needs a PRNG key, e.g. jax.random.key(0).")
+  default = quantizer or make_quantizer("s3", bits, init_scheme=scheme)
+  return map_kernels(params, rules, default, lambda name, leaf, q: q.init(
+      _leaf_key(key, name), leaf.shape, latent_dtype(leaf.dtype, name)))
 
 
 def _example_paths(params, n: int = 3):

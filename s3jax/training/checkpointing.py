@@ -61,6 +61,39 @@ def quant_identity(config) -> dict:
   return {"method": config.quant.method, "bits": int(config.quant.bits), "scale": config.quant.scale}
 
 
+def check_same_structure(saved_tree, abstract_tree, where: str, fix: str):
+  """A ConfigError naming the first leaf whose shape (or presence) differs; `fix` ends the message."""
+  saved, expected = _shapes(saved_tree), _shapes(abstract_tree)
+  if saved == expected:
+    return
+  path = sorted(set(saved.items()) ^ set(expected.items()))[0][0]
+  here, there = expected.get(path, "absent"), saved.get(path, "absent")
+  what = "was written for a different model" if path.startswith(("params", "batch_stats")) else \
+      "does not fit this config"
+  raise ConfigError(f"{where} {what} ({path}: checkpoint {there}, config {here}){fix}")
+
+
+def read_variables(item: epath.Path, abstract_variables: dict, where: str, fix: str,
+                   mismatch_fix: str = "use the config it was trained with") -> dict:
+  """The entries of `abstract_variables` (e.g. params and batch_stats) from the Orbax PyTree checkpoint
+  directory `item`, in their shardings, after checking their shapes; nothing else is read. ConfigError
+  ('<where> ...; <fix>.') when it cannot be read, ('...; <mismatch_fix>.') when it does not fit."""
+  try:
+    with ocp.PyTreeCheckpointer() as reader:
+      metadata = reader.metadata(item).item_metadata.tree
+      metadata = {key: metadata[key] for key in abstract_variables}
+  except Exception as err:  # pylint: disable=broad-except
+    raise ConfigError(f"{where} is unreadable ({_describe_error(err)}); {fix}.") from None
+  check_same_structure(metadata, abstract_variables, where, f"; {mismatch_fix}.")
+  try:  # partial: an Orbax train state holds more (the optimizer state) than is asked for
+    with ocp.PyTreeCheckpointer() as reader:
+      return reader.restore(item, args=ocp.args.PyTreeRestore(
+          item=abstract_variables, partial_restore=True,
+          restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_variables)))
+  except Exception as err:  # pylint: disable=broad-except
+    raise ConfigError(f"{where} could not be read ({_describe_error(err)}); {fix}.") from None
+
+
 class CheckpointStore:
   """An Orbax CheckpointManager over `directory`. Call `close()` (it waits for async saves) before exit.
 
@@ -106,8 +139,12 @@ class CheckpointStore:
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
 
+  def identity(self, step: int) -> dict:
+    """What the checkpoint at `step` records of its run (e.g. {'quant': {'method': 's3', ...}})."""
+    return self._manager.metadata(step).custom_metadata or {}
+
   def _check_same_identity(self, step: int):
-    saved = self._manager.metadata(step).custom_metadata or {}
+    saved = self.identity(step)
     for key, expected in self._identity.items():
       if key in saved and saved[key] != expected:
         raise ConfigError(
@@ -117,21 +154,9 @@ class CheckpointStore:
 
   def _check_same_structure(self, step: int, metadata: dict, abstract_state, changed: str):
     """The whole state, optimizer included, must match the checkpoint leaf for leaf, before restoring."""
-    saved, expected = _shapes(metadata), _shapes(abstract_state)
-    if saved == expected:
-      return
-    path = sorted(set(saved.items()) ^ set(expected.items()))[0][0]
-    here, there = expected.get(path, "absent"), saved.get(path, "absent")
     hint = f"; config keys changed since it was saved: {changed}" if changed else ""
-    if path.startswith(("params", "batch_stats")):
-      raise ConfigError(
-          f"the checkpoint at step {step} in {self.directory} was written for a different model "
-          f"({path}: checkpoint {there}, config {here}){hint}; use a new --workdir or the config it "
-          "was trained with.")
-    raise ConfigError(
-        f"the checkpoint at step {step} in {self.directory} does not fit this config ({path}: "
-        f"checkpoint {there}, config {here}){hint}; use a new --workdir, or the config it was trained "
-        "with.")
+    check_same_structure(metadata, abstract_state, f"the checkpoint at step {step} in {self.directory}",
+                         f"{hint}; use a new --workdir or the config it was trained with.")
 
   def restore(self, abstract_state, changed: str = ""):
     """The newest readable state, in the shardings of `abstract_state` (ShapeDtypeStructs), or None.
@@ -155,34 +180,23 @@ class CheckpointStore:
       return state
     return None
 
-  def restore_variables(self, abstract_variables: dict, step: int | None = None):
-    """({'params', 'batch_stats'}, step) of the checkpoint at `step` (default: the latest), for inference:
-    only those two are read (in the shardings of `abstract_variables`), the optimizer state never, and
-    nothing on disk is moved. Raises ConfigError."""
+  def restore_variables(self, abstract_variables: dict, step: int | None = None,
+                        fix: str = "pick another with --step"):
+    """({'params', 'batch_stats'}, step) of the checkpoint at `step` (default: the latest), for inference
+    or as a starting point: only those two are read (in the shardings of `abstract_variables`), the
+    optimizer state never, and nothing on disk is moved. Raises ConfigError; `fix` ends a message about a
+    checkpoint that cannot be read."""
     steps = self.all_steps()
     if not steps:
-      raise ConfigError(f"no checkpoint in {self.directory}: train first, or check --workdir.")
+      raise ConfigError(f"no checkpoint in {self.directory}: train first, or check the path.")
     if step is None:
       step = steps[-1]
     elif step not in steps:
       raise ConfigError(f"no checkpoint at step {step} in {self.directory}; it holds steps {steps}.")
-    try:
-      metadata = self._manager.item_metadata(step).tree
-      metadata = {key: metadata[key] for key in abstract_variables}
-    except Exception as err:  # pylint: disable=broad-except
-      raise ConfigError(f"the checkpoint at step {step} in {self.directory} is unreadable "
-                        f"({_describe_error(err)}); pick another with --step (it holds {steps}).") from None
     self._check_same_identity(step)
-    self._check_same_structure(step, metadata, abstract_variables, "")
-    try:  # the same files the manager wrote, read partially by the PyTree handler
-      with ocp.PyTreeCheckpointer() as reader:
-        variables = reader.restore(self.directory / str(step) / _ITEM, args=ocp.args.PyTreeRestore(
-            item=abstract_variables, partial_restore=True,
-            restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_variables)))
-    except Exception as err:  # pylint: disable=broad-except
-      raise ConfigError(f"the checkpoint at step {step} in {self.directory} could not be read "
-                        f"({_describe_error(err)}); pick another with --step (it holds {steps}).") from None
-    return variables, step
+    where = f"the checkpoint at step {step} in {self.directory}"
+    return read_variables(self.directory / str(step) / _ITEM, abstract_variables, where,
+                          f"{fix} (it holds {steps})", "use a new --workdir or the config it was trained with"), step
 
   def _set_aside(self, step: int, err: Exception):
     target = self.directory.parent / "checkpoints_unreadable" / f"{step}.{int(time.time())}"

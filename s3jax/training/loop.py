@@ -1,5 +1,6 @@
 """train_and_evaluate: build, restore, train, evaluate, checkpoint. Reads top to bottom."""
 import datetime
+import functools
 import os
 import time
 
@@ -10,12 +11,12 @@ from s3jax import data, quant, workdir as records
 from s3jax.config import validate_config
 from s3jax.errors import ConfigError
 from s3jax.models import create_model
-from s3jax.training import checkpointing, sharding
+from s3jax.training import checkpointing, init_from, sharding
 from s3jax.training.durations import Durations
 from s3jax.training.evaluation import evaluate, format_eval, make_weight_statistics
 from s3jax.training.guards import NonFiniteGuard, Preempted, PreemptionWatch
 from s3jax.training.metrics import MetricWriter
-from s3jax.training.state import jitted_initializer
+from s3jax.training.state import jitted_initializer, state_from_variables
 from s3jax.training.steps import fuses_pullback, make_eval_step, make_train_step
 
 
@@ -30,6 +31,17 @@ def jit_train_step(model, tx, schedule, mesh, fused_pullback: bool = False):
 def jit_eval_step(model, mesh):
   return jax.jit(make_eval_step(model), in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
                  out_shardings=sharding.replicated(mesh))
+
+
+def start_from(config, model, input_shape, tx, abstract_state, mesh):
+  """The step-0 state of `config.init_from` (a float model, converted), replicated over `mesh`."""
+  params, batch_stats = init_from.converted_variables(config, model, input_shape)
+  expected = (abstract_state.params, abstract_state.batch_stats)
+  if jax.tree.structure((params, batch_stats)) != jax.tree.structure(expected):
+    raise ConfigError(f"the model converted from init_from={config.init_from!r} does not have the structure "
+                      "of a fresh run of this config (quant.rules choose other kernels?).")
+  start = jax.jit(functools.partial(state_from_variables, config, tx), out_shardings=sharding.replicated(mesh))
+  return start(params, batch_stats)
 
 
 def eta(seconds: float) -> str:
@@ -61,9 +73,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
   store = checkpointing.CheckpointStore(os.path.join(workdir, records.CHECKPOINTS), config.keep_checkpoints,
                                         identity={"quant": checkpointing.quant_identity(config)})
   changed = records.config_changes(workdir, config)
-  state = store.restore(init.trace(key).out_info, changed)
-  if state is None:  # a fresh start; a resume never holds the initial state beside the restored one
+  abstract_state = init.trace(key).out_info
+  state = store.restore(abstract_state, changed)
+  converted = state is None and bool(config.init_from)
+  if converted:
+    state = start_from(config, model, dataset.image_shape, tx, abstract_state, mesh)
+  elif state is None:  # a fresh start; a resume never holds the initial state beside the restored one
     state = init(key)
+  elif config.init_from:
+    logging.info("Resuming from %s; init_from applies to a fresh run only.", store.directory)
   start_step = int(state.step)
   if is_writer:
     records.record_config(workdir, config, start_step, changed)
@@ -82,6 +100,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
                jax.process_count())
   logging.info("Data: %s, %d classes, %d train and %d eval examples, image shape %s.", config.data.name,
                dataset.num_classes, dataset.num_train, dataset.num_test, tuple(dataset.image_shape))
+  if converted:  # the post-training-conversion accuracy, before any fine-tuning
+    eval_metrics, layer_metrics, state = evaluate(eval_step, weight_statistics, state, dataset, mesh)
+    writer.write(0, eval_metrics)
+    logging.info("%s (converted from the float model, before training)", format_eval(0, eval_metrics))
+    eval_metrics = {}
   preemption = PreemptionWatch(store)
   nonfinite = NonFiniteGuard(config.nonfinite, store)
   eval_metrics = {}

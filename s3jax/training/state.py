@@ -46,12 +46,16 @@ def jitted_initializer(config, model, input_shape, steps_per_epoch: int, mesh):
   tx, schedule = make_optimizer(config, abstract_params, steps_per_epoch)
 
   def init_state(key):
-    params, batch_stats = init_variables(config, model, input_shape, key)
-    signs = tracked_signs(tracked_weights(params, config.quant.rules))
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                      opt_state=tx.init(params), signs=signs, signs_step=jnp.zeros((), jnp.int32))
+    return state_from_variables(config, tx, *init_variables(config, model, input_shape, key))
 
   return jax.jit(init_state, out_shardings=sharding.replicated(mesh)), tx, schedule
+
+
+def state_from_variables(config, tx, params, batch_stats) -> TrainState:
+  """The state at step 0 with these variables and a fresh optimizer state."""
+  signs = tracked_signs(tracked_weights(params, config.quant.rules))
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                    opt_state=tx.init(params), signs=signs, signs_step=jnp.zeros((), jnp.int32))
 
 
 def create_train_state(config, model, input_shape, steps_per_epoch: int, mesh):

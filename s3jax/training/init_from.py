@@ -1,0 +1,83 @@
+"""`--config.init_from`: a run that starts from a trained float model's weights and BatchNorm statistics,
+converted to the config's method (`s3jax.quant.conversion`), with a fresh optimizer at step 0.
+
+`init_from` names one of:
+- a float run's workdir (its latest checkpoint), or its `checkpoints/` directory;
+- one step of it (`<workdir>/checkpoints/<step>`);
+- an Orbax PyTree checkpoint holding {'params', 'batch_stats'} (what `import_weights.py` writes from
+  torchvision or timm ResNet weights).
+Only a fresh run reads it: a workdir that already holds a checkpoint resumes from that.
+"""
+import os
+
+import jax
+from absl import logging
+from etils import epath
+
+from s3jax import quant
+from s3jax.errors import ConfigError
+from s3jax.quant.conversion import convert_to_latents
+from s3jax.training import checkpointing
+from s3jax.training.state import abstract_variables
+
+_MISMATCH = ("set --config.model (and num_classes) to those of the float model, or check the model's input "
+             "shape")
+
+
+def _float_config(config):
+  float_config = config.copy_and_resolve_references()
+  float_config.quant.method = "float"
+  return float_config
+
+
+def _is_pytree_checkpoint(path: epath.Path) -> bool:
+  return (path / "_METADATA").exists()
+
+
+def read_float_variables(path: str, abstract: dict) -> tuple[dict, str]:
+  """({'params', 'batch_stats'}, what was read) from `path` (see this module), shaped as `abstract`."""
+  root = epath.Path(path).absolute()
+  if not root.is_dir():
+    raise ConfigError(f"init_from={path!r} is not a directory; give a float run's workdir or an Orbax "
+                      "checkpoint.")
+  managed = root / "checkpoints" if (root / "checkpoints").is_dir() else root
+  if any(p.name.isdigit() for p in managed.iterdir()) and not _is_pytree_checkpoint(managed):
+    store = checkpointing.CheckpointStore(os.fspath(managed), read_only=True)
+    try:
+      steps = store.all_steps()
+      if not steps:
+        raise ConfigError(f"init_from={path!r} holds no finished checkpoint; train the float run first.")
+      method = store.identity(steps[-1]).get("quant", {}).get("method", "float")
+      if method != "float":
+        raise ConfigError(f"init_from={path!r} is a {method} run; it takes a float run's checkpoint "
+                          "(trained with --config.quant.method=float).")
+      variables, step = store.restore_variables(abstract, fix="give another step as init_from")
+      where = f"{managed} at step {step}"
+    finally:
+      store.close()
+    return variables, where
+  item = root / "default" if (root / "default").is_dir() else root
+  if not _is_pytree_checkpoint(item):
+    raise ConfigError(f"init_from={path!r} is neither a workdir with checkpoints nor an Orbax checkpoint.")
+  variables = checkpointing.read_variables(item, abstract, f"init_from={path!r}",
+                                           "give a float run's workdir or an Orbax checkpoint", _MISMATCH)
+  return variables, os.fspath(item)
+
+
+def converted_variables(config, model, input_shape) -> tuple[dict, dict]:
+  """(params, batch_stats) of `config.init_from`, converted to `config.quant` (kept as they are for
+  quant.method=float), on the host."""
+  float_params, float_stats = abstract_variables(_float_config(config), model, input_shape)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                          {"params": float_params, "batch_stats": float_stats})
+  variables, where = read_float_variables(config.init_from, abstract)
+  params, batch_stats = jax.device_get((variables["params"], variables["batch_stats"]))
+  quantizer = quant.quantizer_from_config(config.quant)
+  logging.info("Starting from the float model in %s%s.", where,
+               f", converted to {quantizer.describe()}" if quantizer else "")
+  if quantizer is None:
+    return params, batch_stats
+  params, batch_stats = convert_to_latents(params, batch_stats, config.quant.rules, quantizer=quantizer,
+                                           log=lambda line: logging.info("  converted %s", line))
+  return jax.device_get((params, batch_stats))
