@@ -181,11 +181,12 @@ class CheckpointStore:
     return None
 
   def restore_variables(self, abstract_variables: dict, step: int | None = None,
-                        fix: str = "pick another with --step"):
+                        fix: str = "pick another with --step",
+                        mismatch_fix: str = "use a new --workdir or the config it was trained with"):
     """({'params', 'batch_stats'}, step) of the checkpoint at `step` (default: the latest), for inference
     or as a starting point: only those two are read (in the shardings of `abstract_variables`), the
     optimizer state never, and nothing on disk is moved. Raises ConfigError; `fix` ends a message about a
-    checkpoint that cannot be read."""
+    checkpoint that cannot be read, `mismatch_fix` one about a checkpoint of another model."""
     steps = self.all_steps()
     if not steps:
       raise ConfigError(f"no checkpoint in {self.directory}: train first, or check the path.")
@@ -196,7 +197,7 @@ class CheckpointStore:
     self._check_same_identity(step)
     where = f"the checkpoint at step {step} in {self.directory}"
     return read_variables(self.directory / str(step) / _ITEM, abstract_variables, where,
-                          f"{fix} (it holds {steps})", "use a new --workdir or the config it was trained with"), step
+                          f"{fix} (it holds {steps})", mismatch_fix), step
 
   def _set_aside(self, step: int, err: Exception):
     target = self.directory.parent / "checkpoints_unreadable" / f"{step}.{int(time.time())}"

@@ -51,7 +51,8 @@ def read_float_variables(path: str, abstract: dict) -> tuple[dict, str]:
       if method != "float":
         raise ConfigError(f"init_from={path!r} is a {method} run; it takes a float run's checkpoint "
                           "(trained with --config.quant.method=float).")
-      variables, step = store.restore_variables(abstract, fix="give another step as init_from")
+      variables, step = store.restore_variables(abstract, fix="give another step as init_from",
+                                                mismatch_fix=_MISMATCH)
       where = f"{managed} at step {step}"
     finally:
       store.close()
