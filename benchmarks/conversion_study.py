@@ -18,9 +18,8 @@ the same method trained from scratch for the same number of steps.
    `round_power_of_2(W)` (sign and rounded log2 of W itself, clamped to the method's range, no scale and
    no change to the BatchNorms); evaluated here on the same float model, before any training.
 
-Every run is an ordinary `train.py` run in <output>/runs/<name>_seed<k> (resumable; a rerun skips finished
-runs). Writes <output>/RESULTS.md and <output>/results/conversion/{conversion.png, conversion.json};
---publish puts the page into the 'conversion' section of docs/RESULTS.md.
+Every run is a `train.py` run in <output>/runs/<name>_seed<k>; a rerun skips finished runs. Writes
+<output>/RESULTS.md and <output>/results/conversion/{conversion.png, conversion.json}.
 """
 import datetime
 import json
@@ -39,6 +38,7 @@ from absl import app, flags, logging  # noqa: E402
 from claims_page import format_duration, publish  # noqa: E402
 from paper_claims import run_grid  # noqa: E402
 from s3jax.cli import run  # noqa: E402
+from s3jax.workdir import read_metrics  # noqa: E402
 
 METHODS = (("s3", "S3"), ("denseshift", "DenseShift"), ("deepshift_q", "DeepShift-Q"),
            ("deepshift_ps", "DeepShift-PS"))
@@ -72,13 +72,12 @@ def grids(output: str, methods, bits, quick: bool):
     return types.SimpleNamespace(output=output, quick=False, seeds=seeds, suite=suite, config=config, extra=extra)
 
   float_grid = [("float", "full precision", {"quant.method": "float"})]
-  float_extra = {"total_steps": 20, "log_every_steps": 10} if quick else {}
+  float_extra = {"total_steps": 10, "log_every_steps": 5} if quick else {}
   return args(float_grid, float_extra, 1), args(entries, short, 1 if quick else flags.FLAGS.seeds)
 
 
 def eval_points(workdir: str) -> dict:
   """{step: eval top-1} of a run."""
-  from s3jax.workdir import read_metrics
   return {r["step"]: r["eval/top1"] for r in read_metrics(workdir) if "eval/top1" in r}
 
 
@@ -180,8 +179,7 @@ def plot(table: dict, released: dict, float_top1: float, methods, bits, path: st
 def write_page(output: str, float_args, shift_args, methods, bits, seconds: float) -> str:
   import jax
   float_dir = os.path.join(output, "runs", "float_seed0")
-  float_top1 = eval_points(float_dir)
-  float_top1 = float_top1[max(float_top1)]
+  float_top1 = max(eval_points(float_dir).items())[1]  # the last eval
   table = collect(output, shift_args)
   released = deepshift_conversion(float_dir, methods, bits)
   results = os.path.join(output, FIGURES)
@@ -192,8 +190,7 @@ def write_page(output: str, float_args, shift_args, methods, bits, seconds: floa
                "deepshift_rounding": {f"{m} {b}b": v for (m, b), v in released.items()}}, f, indent=1)
   machine = (f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}, Python "
              f"{platform.python_version()}, jax {jax.__version__}")
-  labels = dict(METHODS)
-  seeds = shift_args.seeds
+  labels, seeds = dict(METHODS), shift_args.seeds
   header = ["method", "bits", "post-conversion", "DeepShift's rounding", *ARMS[1:]]
   lines = [
       "## From a float model", "",
@@ -234,11 +231,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   f = flags.FLAGS
-  unknown = sorted(set(f.methods) - {m for m, _ in METHODS})
-  if unknown:
-    raise SystemExit(f"error: --methods has {unknown[0]!r}; use some of {[m for m, _ in METHODS]}.")
-  bits = [int(b) for b in f.bits]
-  methods, bits = (["s3", "deepshift_q"], [3]) if f.quick else (f.methods, bits)
+  if set(f.methods) - set(dict(METHODS)):
+    raise SystemExit(f"error: --methods={','.join(f.methods)}; use some of {list(dict(METHODS))}.")
+  methods, bits = (["s3", "deepshift_q"], [3]) if f.quick else (f.methods, [int(b) for b in f.bits])
   float_args, shift_args = grids(f.output, methods, bits, f.quick)
   start = time.perf_counter()
   seconds = run_grid(float_args)

@@ -60,3 +60,14 @@ def test_readme_nnx_example_trains_an_nnx_module_and_refuses_a_bias():
   with pytest.raises(ConfigError, match=r"chose conv/bias of shape \(8,\); only kernels"):
     scope["to_latents"](scope["nnx"].to_pure_dict(scope["params"]), [(r"conv/bias", "s3")],
                         key=scope["jax"].random.key(1))
+
+
+def test_readme_conversion_example_prints_what_its_comments_say():
+  text = open(os.path.join(REPO, "README.md")).read()
+  match = re.search(r"<!-- readme-conversion-example -->\n```python\n(.*?)```", text, re.S)
+  assert match, "README lost its conversion example marker"
+  out = io.StringIO()
+  with contextlib.redirect_stdout(out):
+    exec(compile(match.group(1), "README.md", "exec"), {})
+  expected = [line.split("# ", 1)[1] for line in match.group(1).splitlines() if line.startswith("print(")]
+  assert out.getvalue().splitlines() == expected

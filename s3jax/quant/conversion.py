@@ -44,6 +44,15 @@ class Converted:
   relative_error: float
 
 
+def nearest_codes(q: Quantizer, x, levels=None) -> np.ndarray:
+  """int8 codes of the level nearest to each value of `x` (the lower one on a tie), among `levels`
+  (default: `q.conversion_levels()`; any sorted subset of `q.levels()`)."""
+  levels = np.asarray(q.conversion_levels() if levels is None else levels, np.float64)
+  mags = q.magnitudes()
+  table = np.array([0 if v == 0 else np.sign(v) * (np.argmin(np.abs(mags - abs(v))) + 1) for v in levels], np.int8)
+  return table[np.searchsorted((levels[:-1] + levels[1:]) / 2, np.asarray(x, np.float64), side="left")]
+
+
 def fit_scale(kernel, q: Quantizer, reduce_axes: tuple[int, ...]) -> np.ndarray:
   """The scale (float32, kept dims over `reduce_axes`) of least squared error `||W - s * Q(W / s)||^2`
   that the search in this module's docstring finds. numpy on the host: a ResNet-50 takes seconds."""
@@ -77,9 +86,11 @@ def convert_kernel(kernel, q: Quantizer, per_channel: bool = True, magnitude: fl
   reduce_axes = tuple(range(w.ndim - len(fans.channels))) if per_channel else tuple(range(w.ndim))
   s = fit_scale(w, q, reduce_axes)
   unscaled = w / s
-  codes = q.nearest_codes(unscaled)
+  codes = nearest_codes(q, unscaled)
+  levels = q.levels()
+  nonzero = nearest_codes(q, unscaled, levels[levels != 0])
   magnitude = q.conversion_magnitude(fans) if magnitude is None else magnitude
-  latent = q.project_latent(q.converted_latent(codes, unscaled, magnitude))
+  latent = q.project_latent(q.converted_latent(codes, nonzero, unscaled, magnitude))
   error = np.linalg.norm(w - s * np.asarray(q.decode(codes))) / max(float(np.linalg.norm(w)), 1e-30)
   return Converted(latent, jnp.asarray(np.squeeze(s, axis=reduce_axes)), jnp.asarray(codes), float(error))
 

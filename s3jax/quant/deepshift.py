@@ -92,13 +92,13 @@ class DeepShiftQQuantizer(Quantizer):
     return DeepShiftQLatent(self.decode(codes, dtype), self.bits)  # the weight itself, a power of two or 0
 
   def conversion_levels(self):
-    return self.nonzero_levels()  # 0 only from an exactly-zero latent, which training never keeps
+    return self.levels()[self.levels() != 0]  # 0 only from an exactly-zero latent
 
-  def converted_latent(self, codes, unscaled, magnitude):
+  def converted_latent(self, codes, nonzero_codes, unscaled, magnitude):
     # DeepShift-Q's latent is the float weight itself (clamped), wherever its log2 rounding already gives
     # the nearest level (it rounds in log2, between 2**k and 2**(k+1) at 1.41 * 2**k, not 1.5); the level
     # where it does not.
-    del magnitude
+    del nonzero_codes, magnitude
     latent = self.project_latent(DeepShiftQLatent(jnp.asarray(unscaled, jnp.float32), self.bits))
     level = self.decode(codes)
     return DeepShiftQLatent(jnp.where(self.materialize_latent(latent) == level, latent.weight, level), self.bits)
@@ -162,11 +162,11 @@ class DeepShiftPSQuantizer(Quantizer):
     shift = jnp.where(codes == 0, 0, self.smin + jnp.abs(codes).astype(jnp.int32) - 1).astype(dtype)
     return DeepShiftPSLatent(shift=shift, sign=jnp.sign(codes).astype(dtype), bits=self.bits)
 
-  def converted_latent(self, codes, unscaled, magnitude):
+  def converted_latent(self, codes, nonzero_codes, unscaled, magnitude):
     # Each latent at the centre of its rounding interval: P the level's exponent, S its sign (0 for the
     # level 0, where P holds the nearest non-zero level's exponent, for when S moves).
-    del magnitude
-    filled = jnp.where(codes == 0, self.nearest_codes(unscaled, self.nonzero_levels()), codes)
+    del unscaled, magnitude
+    filled = jnp.where(codes == 0, nonzero_codes, codes)
     return dataclasses.replace(self.latent_from_codes(filled, jnp.float32), sign=jnp.sign(codes).astype(jnp.float32))
 
   def latent_codes(self, latent):

@@ -6,11 +6,8 @@ straight-through gradients (`materialize`), and a latent into one int8 code per 
 exactly by `decode`). Each method's latent type says which method it is, so a params tree that holds
 latents describes itself: `quantizer_of(latent)` recovers the quantizer (bit width and scale mode included).
 
-Codes: 0 is the weight 0; +-j is +-magnitudes()[j - 1] (magnitudes ascending). The method formulas are in
-docs/METHODS.md.
-
-Every method can carry a per-output-channel float scale (`scale="fixed"` or `"learned"`), kept outside the
-codes in a `Scaled` node; see `Scaled`.
+Codes: 0 is the weight 0; +-j is +-magnitudes()[j - 1] (ascending); formulas in docs/METHODS.md. Every
+method can carry a float scale (`scale="fixed"` or `"learned"`) outside the codes: see `Scaled`.
 """
 import abc
 import dataclasses
@@ -126,21 +123,19 @@ class Quantizer(abc.ABC):
 
   def conversion_levels(self) -> np.ndarray:
     """The levels a float weight is converted to (`s3jax.quant.conversion`): `levels()`, less any the
-    method reaches only by accident (DeepShift-Q's 0, an exactly-zero latent)."""
+    method reaches only by accident (DeepShift-Q's 0)."""
     return self.levels()
 
-  def converted_latent(self, codes, unscaled, magnitude: float):
-    """Latents (no scale) whose materialized weight is `decode(codes)`, made from a float kernel:
-    `unscaled` is the kernel divided by its scale (`codes` are its nearest levels) and fills the parts the
-    codes leave free; `magnitude` is the size of latents whose side of zero is what counts.
-    Default: `latent_from_codes` scaled by `magnitude`."""
-    del unscaled
-    return jax.tree.map(lambda x: x * jnp.asarray(magnitude, x.dtype),
-                        self.latent_from_codes(codes, jnp.float32))
+  def converted_latent(self, codes, nonzero_codes, unscaled, magnitude: float):
+    """Latents (no scale) whose weight is `decode(codes)`, made from a float kernel divided by its scale
+    (`unscaled`): `codes` are its nearest levels, `nonzero_codes` its nearest non-zero ones (for latents
+    the codes leave free), `magnitude` the size of latents that act through their side of zero.
+    Default: `latent_from_codes` times `magnitude`."""
+    del nonzero_codes, unscaled
+    return jax.tree.map(lambda x: x * jnp.asarray(magnitude, x.dtype), self.latent_from_codes(codes, jnp.float32))
 
   def conversion_magnitude(self, fans: KernelFans) -> float:
-    """The latent size `converted_latent` gets by default: sqrt(2 / fan_out), the spread of S3's random
-    init (the He fan-out std), for every method whose latents act through their sign."""
+    """`converted_latent`'s default magnitude: S3's random-init spread sqrt(2 / fan_out)."""
     return math.sqrt(2.0 / fans.fan_out)
 
   # --- the interface, the same for every method ------------------------------------------------------
@@ -179,24 +174,11 @@ class Quantizer(abc.ABC):
     table = jnp.asarray(np.concatenate([[0.0], self.magnitudes()]), dtype)
     return jnp.sign(codes).astype(dtype) * table[jnp.abs(codes.astype(jnp.int32))]
 
-  def nearest_codes(self, x, levels=None) -> np.ndarray:
-    """int8 codes of the level nearest to each value of `x` (the lower one on a tie), among `levels`
-    (default: `conversion_levels()`; any sorted subset of `levels()`). numpy, on the host."""
-    levels = np.asarray(self.conversion_levels() if levels is None else levels, np.float64)
-    mags = self.magnitudes()
-    table = np.array([0 if v == 0 else np.sign(v) * (np.argmin(np.abs(mags - abs(v))) + 1) for v in levels],
-                     np.int8)
-    return table[np.searchsorted((levels[:-1] + levels[1:]) / 2, np.asarray(x, np.float64), side="left")]
-
   def levels(self) -> np.ndarray:
     """The sorted set of (unscaled) weight values."""
     mags = self.magnitudes()
     zero = [0.0] if self.has_zero else []
     return np.concatenate([-mags[::-1], zero, mags])
-
-  def nonzero_levels(self) -> np.ndarray:
-    mags = self.magnitudes()
-    return np.concatenate([-mags[::-1], mags])
 
   def project(self, latent):
     if isinstance(latent, Scaled):

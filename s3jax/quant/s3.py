@@ -163,10 +163,10 @@ class S3Quantizer(Quantizer):
   def latent_codes(self, latent):
     return s3_codes(latent)
 
-  def converted_latent(self, codes, unscaled, magnitude):
+  def converted_latent(self, codes, nonzero_codes, unscaled, magnitude):
     # Where the code is 0 the sign and shift latents are free: they take the float weight's sign and its
     # nearest non-zero level, so that a weight the sparse latent turns on starts there.
-    filled = jnp.where(codes == 0, self.nearest_codes(unscaled, self.nonzero_levels()), codes)
+    filled = jnp.where(codes == 0, nonzero_codes, codes)
     pattern, m = from_codes(filled, self.bits, jnp.float32), jnp.float32(magnitude)
     return S3Latent(sign=pattern.sign * m, sparse=jnp.where(codes != 0, m, -m),
                     shift=tuple(s * m for s in pattern.shift))

@@ -2,14 +2,12 @@
 
 Nothing a user trained is ever deleted or moved for a reason other than unreadable files:
 - Orbax writes each step to a temporary directory and renames it only when complete, so a save cut short
-  (kill -9, a lost host, a full disk) is never listed as a checkpoint. Such leftovers are removed on the
-  next start; they hold no usable state.
+  (kill -9, a lost host, a full disk) is never listed; such leftovers are removed on the next start.
 - A checkpoint whose structure does not fit the current config (another model, method, bit width or
   optimizer) is refused with a one-line error before anything is restored; nothing is moved.
 - A listed checkpoint that cannot be read (truncated or corrupted files) is moved aside to
   `<workdir>/checkpoints_unreadable/` and the previous step is restored instead, with a warning.
-- A save that fails (no space left, say) stops the run with one line at that save or the next step; the
-  last good checkpoint stays.
+- A failed save (no space left, say) stops the run with one line; the last good checkpoint stays.
 """
 import re
 import shutil
@@ -29,8 +27,7 @@ _ITEM = "default"
 
 
 def _shapes(tree) -> dict:
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {path_name(p): tuple(x.shape) for p, x in leaves}
+  return {path_name(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
 
 def _describe(value) -> str:
@@ -68,8 +65,8 @@ def check_same_structure(saved_tree, abstract_tree, where: str, fix: str):
     return
   path = sorted(set(saved.items()) ^ set(expected.items()))[0][0]
   here, there = expected.get(path, "absent"), saved.get(path, "absent")
-  what = "was written for a different model" if path.startswith(("params", "batch_stats")) else \
-      "does not fit this config"
+  model = path.startswith(("params", "batch_stats"))
+  what = "was written for a different model" if model else "does not fit this config"
   raise ConfigError(f"{where} {what} ({path}: checkpoint {there}, config {here}){fix}")
 
 
@@ -152,12 +149,6 @@ class CheckpointStore:
             f"{_describe(saved[key])}, not {_describe(expected)}; use a new --workdir or the config it "
             "was trained with.")
 
-  def _check_same_structure(self, step: int, metadata: dict, abstract_state, changed: str):
-    """The whole state, optimizer included, must match the checkpoint leaf for leaf, before restoring."""
-    hint = f"; config keys changed since it was saved: {changed}" if changed else ""
-    check_same_structure(metadata, abstract_state, f"the checkpoint at step {step} in {self.directory}",
-                         f"{hint}; use a new --workdir or the config it was trained with.")
-
   def restore(self, abstract_state, changed: str = ""):
     """The newest readable state, in the shardings of `abstract_state` (ShapeDtypeStructs), or None.
 
@@ -169,8 +160,10 @@ class CheckpointStore:
       except Exception as err:  # pylint: disable=broad-except
         self._set_aside(step, err)
         continue
-      self._check_same_identity(step)
-      self._check_same_structure(step, metadata, abstract_state, changed)
+      self._check_same_identity(step)  # and the whole state, optimizer included, leaf for leaf:
+      hint = f"; config keys changed since it was saved: {changed}" if changed else ""
+      check_same_structure(metadata, abstract_state, f"the checkpoint at step {step} in {self.directory}",
+                           f"{hint}; use a new --workdir or the config it was trained with.")
       try:
         state = self._manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
       except Exception as err:  # pylint: disable=broad-except
@@ -183,10 +176,9 @@ class CheckpointStore:
   def restore_variables(self, abstract_variables: dict, step: int | None = None,
                         fix: str = "pick another with --step",
                         mismatch_fix: str = "use a new --workdir or the config it was trained with"):
-    """({'params', 'batch_stats'}, step) of the checkpoint at `step` (default: the latest), for inference
-    or as a starting point: only those two are read (in the shardings of `abstract_variables`), the
-    optimizer state never, and nothing on disk is moved. Raises ConfigError; `fix` ends a message about a
-    checkpoint that cannot be read, `mismatch_fix` one about a checkpoint of another model."""
+    """({'params', 'batch_stats'}, step) of the checkpoint at `step` (default: the latest), in the shardings
+    of `abstract_variables`; never the optimizer state, and nothing on disk is moved. ConfigErrors end in
+    `fix` (unreadable) or `mismatch_fix` (another model)."""
     steps = self.all_steps()
     if not steps:
       raise ConfigError(f"no checkpoint in {self.directory}: train first, or check the path.")
