@@ -51,6 +51,7 @@ def base_config() -> ml_collections.ConfigDict:
                                 # the scale (plain autodiff). See s3jax.quant.Scaled.
   c.quant.rules = RESNET_QUANT_RULES  # regexes (re.fullmatch) on param paths; see s3jax.quant.tree
   c.quant.dense_penalty = 1e-5  # s3 only: alpha of R = alpha * sum(max(-Wz, 0))
+  c.quant.convert_latent_scale = 1.0  # init_from: sign-acting latents start at this times sqrt(2 / fan_out)
 
   c.optim = ml_collections.ConfigDict()
   c.optim.optimizer = "sgd"     # sgd | radam (DeepShift's released recipe for PS)
@@ -119,6 +120,8 @@ def validate_config(config, device_count: int | None = None):
   _check(config.quant.get("scale_gradient", "outside") == "outside" or config.quant.scale != "none",
          f"quant.scale_gradient={config.quant.get('scale_gradient')!r} applies to a scale, and quant.scale is "
          "'none'; set quant.scale=fixed or learned, or leave scale_gradient at 'outside'.")
+  _check(config.quant.get("convert_latent_scale", 1.0) > 0,
+         f"quant.convert_latent_scale={config.quant.get('convert_latent_scale')!r} must be > 0.")
   _check(config.quant.dense_penalty >= 0,
          f"quant.dense_penalty={config.quant.dense_penalty!r} must be >= 0.")
   if device_count is not None:

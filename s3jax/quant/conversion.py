@@ -77,10 +77,12 @@ def fit_scale(kernel, q: Quantizer, reduce_axes: tuple[int, ...]) -> np.ndarray:
   return best_s.astype(np.float32)
 
 
-def convert_kernel(kernel, q: Quantizer, per_channel: bool = True, magnitude: float | None = None) -> Converted:
+def convert_kernel(kernel, q: Quantizer, per_channel: bool = True, magnitude: float | None = None,
+                   latent_scale: float = 1.0) -> Converted:
   """A float kernel's latents (no scale) under `q`, with the scale that `fit_scale` finds per output
   channel (the kernel's trailing channel axes, by `q.layout`) or per layer. `magnitude`: the size of
-  the latents that act through their sign (default `q.conversion_magnitude`). On the host, not traced."""
+  the latents that act through their sign (default `latent_scale * q.conversion_magnitude`). On the
+  host, not traced."""
   w = np.asarray(kernel, np.float32)
   fans = kernel_fans(w.shape, q.layout, q.dense_in_axes)
   reduce_axes = tuple(range(w.ndim - len(fans.channels))) if per_channel else tuple(range(w.ndim))
@@ -89,7 +91,7 @@ def convert_kernel(kernel, q: Quantizer, per_channel: bool = True, magnitude: fl
   codes = nearest_codes(q, unscaled)
   levels = q.levels()
   nonzero = nearest_codes(q, unscaled, levels[levels != 0])
-  magnitude = q.conversion_magnitude(fans) if magnitude is None else magnitude
+  magnitude = latent_scale * q.conversion_magnitude(fans) if magnitude is None else magnitude
   latent = q.project_latent(q.converted_latent(codes, nonzero, unscaled, magnitude))
   error = np.linalg.norm(w - s * np.asarray(q.decode(codes))) / max(float(np.linalg.norm(w)), 1e-30)
   return Converted(latent, jnp.asarray(np.squeeze(s, axis=reduce_axes)), jnp.asarray(codes), float(error))
@@ -113,7 +115,7 @@ def batchnorm_after(kernel_path: str) -> str:
 
 
 def convert_to_latents(params, batch_stats=None, rules: Sequence = DEFAULT_RESNET_RULES, bits: int = 3,
-                       quantizer: Quantizer | None = None, magnitude: float | None = None,
+                       quantizer: Quantizer | None = None, latent_scale: float = 1.0,
                        norm_after: Callable[[str], str] = batchnorm_after,
                        epsilon: float = BATCHNORM_EPSILON, log: Callable[[str], None] | None = None):
   """(params, batch_stats) of a trained float model with the kernels that `rules` choose converted to
@@ -121,7 +123,8 @@ def convert_to_latents(params, batch_stats=None, rules: Sequence = DEFAULT_RESNE
 
   With `scale='none'` each chosen kernel's per-channel scale is folded into the BatchNorm `norm_after`
   names in `batch_stats` (a ConfigError where there is none); with `scale='fixed'` or `'learned'` it
-  becomes that `Scaled` node's initial value. The trees keep the structure, shapes and dtypes a fresh
+  becomes that `Scaled` node's initial value. `latent_scale` multiplies the size of the latents that act
+  through their sign (`convert_kernel`). The trees keep the structure, shapes and dtypes a fresh
   `to_latents` gives, so a trainer's programs run on them unchanged. `log` gets one line per kernel.
   """
   default = quantizer or make_quantizer("s3", bits)
@@ -130,7 +133,7 @@ def convert_to_latents(params, batch_stats=None, rules: Sequence = DEFAULT_RESNE
 
   def convert(name, kernel, q):
     dtype = latent_dtype(kernel.dtype, name)
-    result = convert_kernel(kernel, q, per_channel=q.scale != "fixed", magnitude=magnitude)
+    result = convert_kernel(kernel, q, per_channel=q.scale != "fixed", latent_scale=latent_scale)
     latent = jax.tree.map(lambda x: x.astype(dtype), result.latent)
     if log is not None:
       log(f"{name}: {q.describe()}, relative error {result.relative_error:.3f}")

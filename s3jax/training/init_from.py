@@ -80,5 +80,6 @@ def converted_variables(config, model, input_shape) -> tuple[dict, dict]:
   if quantizer is None:
     return params, batch_stats
   params, batch_stats = convert_to_latents(params, batch_stats, config.quant.rules, quantizer=quantizer,
+                                           latent_scale=config.quant.get("convert_latent_scale", 1.0),
                                            log=lambda line: logging.info("  converted %s", line))
   return jax.device_get((params, batch_stats))
