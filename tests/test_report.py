@@ -133,3 +133,5 @@ def test_run_labels_tell_apart_every_setting_the_grids_vary():
   assert label(scale_gradient="through") == "s3 3b normal learned-scale gradient-through seed0"
   assert label(method="denseshift", scale="none", scale_gradient="through") == "denseshift 3b seed0"
   assert label(method="float") == "float seed0"
+  converted = load_config("mnist_finetune").to_dict()
+  assert run_label(converted) == "s3 3b normal from-float seed0"

@@ -76,7 +76,8 @@ def method_option_values(config: dict) -> list[str]:
 
 def run_label(config: dict) -> str:
   """'s3 3b normal seed0', 'denseshift 3b seed1', 'float seed0' (+ ' fixed-scale' etc. when not none,
-  and ' gradient-through' for a scale whose gradient goes through the straight-through estimator).
+  ' gradient-through' for a scale whose gradient goes through the straight-through estimator, and
+  ' from-float' for a run started from a converted float model, `init_from`).
   `config`: a workdir's config with every key (`s3jax.workdir.read_config`), as a dict."""
   quant = config["quant"]
   seed = f"seed{config['seed']}"
@@ -87,6 +88,8 @@ def run_label(config: dict) -> str:
     parts.append(f"{quant['scale']}-scale")
     if quant.get("scale_gradient", "outside") != "outside":
       parts.append(f"gradient-{quant['scale_gradient']}")
+  if config.get("init_from"):
+    parts.append("from-float")
   return " ".join(parts + [seed])
 
 
