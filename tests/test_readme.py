@@ -9,10 +9,10 @@ import pytest
 from helpers import REPO
 
 
-def readme_example() -> str:
+def readme_example(marker: str = "readme-api-example") -> str:
   text = open(os.path.join(REPO, "README.md")).read()
-  match = re.search(r"<!-- readme-api-example -->\n```python\n(.*?)```", text, re.S)
-  assert match, "README lost its API example marker"
+  match = re.search(f"<!-- {marker} -->\n```python\n(.*?)```", text, re.S)
+  assert match, f"README lost its example marker {marker}"
   return match.group(1)
 
 
@@ -63,11 +63,9 @@ def test_readme_nnx_example_trains_an_nnx_module_and_refuses_a_bias():
 
 
 def test_readme_conversion_example_prints_what_its_comments_say():
-  text = open(os.path.join(REPO, "README.md")).read()
-  match = re.search(r"<!-- readme-conversion-example -->\n```python\n(.*?)```", text, re.S)
-  assert match, "README lost its conversion example marker"
+  example = readme_example("readme-conversion-example")
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
-    exec(compile(match.group(1), "README.md", "exec"), {})
-  expected = [line.split("# ", 1)[1] for line in match.group(1).splitlines() if line.startswith("print(")]
+    exec(compile(example, "README.md", "exec"), {})
+  expected = [line.split("# ", 1)[1] for line in example.splitlines() if line.startswith("print(")]
   assert out.getvalue().splitlines() == expected
