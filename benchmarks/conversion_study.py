@@ -1,7 +1,7 @@
 r"""From a float model: every method converted from the MNIST demo's float run, then fine-tuned, against
 the same method trained from scratch for the same number of steps.
 
-  python benchmarks/conversion_study.py --output=/tmp/conversion          # the grid, about 90 min on 2 cores
+  python benchmarks/conversion_study.py --output=/tmp/conversion          # 73 runs, 2.6 h of run time
   python benchmarks/conversion_study.py --output=/tmp/conversion --quick  # the same code paths in a minute
   python benchmarks/conversion_study.py --output=/tmp/conversion --publish=docs/RESULTS.md
 
@@ -12,11 +12,9 @@ the same method trained from scratch for the same number of steps.
      post-training number; the same for every seed), then after epochs 1 and 3;
    - from scratch: the demo's recipe over the same 3 epochs (one warm-up epoch), evaluated after
      epochs 1 and 3.
-   Both arms are 3-epoch runs evaluated after their first and third epochs: "1 epoch" is the first epoch
-   of such a run, not a separate 1-epoch schedule.
-3. DeepShift's own conversion for comparison: its released code turns a float weight into
-   `round_power_of_2(W)` (sign and rounded log2 of W itself, clamped to the method's range, no scale and
-   no change to the BatchNorms); evaluated here on the same float model, before any training.
+   "1 epoch" is the first epoch of these 3-epoch runs, not a separate 1-epoch schedule.
+3. DeepShift's released conversion, `round_power_of_2(W)` (sign and rounded log2 of W itself, clamped to
+   the method's range, no scale, BatchNorms unchanged), on the same float model, before any training.
 
 Every run is a `train.py` run in <output>/runs/<name>_seed<k>; a rerun skips finished runs. Writes
 <output>/RESULTS.md and <output>/results/conversion/{conversion.png, conversion.json}.
@@ -42,8 +40,7 @@ from s3jax.workdir import read_metrics  # noqa: E402
 
 METHODS = (("s3", "S3"), ("denseshift", "DenseShift"), ("deepshift_q", "DeepShift-Q"),
            ("deepshift_ps", "DeepShift-PS"))
-ARMS = ("post-conversion", "fine-tuned, 1 epoch", "fine-tuned, 3 epochs", "scratch, 1 epoch",
-        "scratch, 3 epochs")
+ARMS = ("post-conversion", "fine-tuned, 1 epoch", "fine-tuned, 3 epochs", "scratch, 1 epoch", "scratch, 3 epochs")
 FIGURES = "results/conversion"
 
 flags.DEFINE_string("output", None, "Directory for the runs, the figure and RESULTS.md.", required=True)
@@ -145,15 +142,19 @@ def plot(table: dict, released: dict, float_top1: float, methods, bits, path: st
   fig, axes = plt.subplots(rows, 3, figsize=(13, 4.0 * rows), squeeze=False)
   axes = axes.ravel()
   ax = axes[0]
+  # S3 and DeepShift-PS (DenseShift and DeepShift-Q) have one level set up to a scale: they convert alike.
+  marks = {"s3": ("o", 11, "none"), "denseshift": ("s", 11, "none"), "deepshift_q": ("s", 5, None),
+           "deepshift_ps": ("o", 5, None)}
   for m in methods:
-    line, = ax.plot(bits, [100 * table[(m, b)]["post-conversion"][0] for b in bits], "o-", label=labels[m])
+    marker, size, face = marks[m]
+    line, = ax.plot(bits, [100 * table[(m, b)]["post-conversion"][0] for b in bits], marker=marker, ms=size,
+                    mfc=face, label=labels[m])
     if any((m, b) in released for b in bits):
       ax.plot(bits, [100 * released[(m, b)] for b in bits], "x--", color=line.get_color(),
               label=f"{labels[m]}, DeepShift's rounding")
   ax.axhline(100 * float_top1, color="gray", ls=":", label="float model")
   ax.set(title="Right after conversion (no training)", xlabel="bits", ylabel="eval top-1 (%)", xticks=bits,
          ylim=(0, 100))
-  ax.legend(fontsize=8, loc="best")
   styles = {"fine-tuned, 1 epoch": ("C0", "o--"), "fine-tuned, 3 epochs": ("C0", "o-"),
             "scratch, 1 epoch": ("C3", "s--"), "scratch, 3 epochs": ("C3", "s-")}
   trained = [100 * v for key in table for arm in styles for v in table[key][arm]]
@@ -166,9 +167,11 @@ def plot(table: dict, released: dict, float_top1: float, methods, bits, path: st
     ax.axhline(100 * float_top1, color="gray", ls=":", label="float model")
     ax.set(title=f"{labels[m]}: fine-tuned and from scratch", xlabel="bits", ylabel="eval top-1 (%)",
            xticks=bits, ylim=(low, 100))
-  legend = axes[len(methods) + 1]
+  legend = axes[len(methods) + 1]  # both legends in the spare panel, off the data
   legend.axis("off")
-  legend.legend(*axes[1].get_legend_handles_labels(), loc="center", title="mean over seeds, bars: 1 sd")
+  legend.add_artist(legend.legend(*axes[0].get_legend_handles_labels(), loc="upper center",
+                                  title="right after conversion"))
+  legend.legend(*axes[1].get_legend_handles_labels(), loc="lower center", title="trained: mean over seeds, bars 1 sd")
   for ax in axes[len(methods) + 2:]:
     ax.axis("off")
   fig.tight_layout()
@@ -178,11 +181,9 @@ def plot(table: dict, released: dict, float_top1: float, methods, bits, path: st
 
 def write_page(output: str, float_args, shift_args, methods, bits, seconds: float) -> str:
   import jax
-  float_dir = os.path.join(output, "runs", "float_seed0")
+  float_dir, results = os.path.join(output, "runs", "float_seed0"), os.path.join(output, FIGURES)
   float_top1 = max(eval_points(float_dir).items())[1]  # the last eval
-  table = collect(output, shift_args)
-  released = deepshift_conversion(float_dir, methods, bits)
-  results = os.path.join(output, FIGURES)
+  table, released = collect(output, shift_args), deepshift_conversion(float_dir, methods, bits)
   os.makedirs(results, exist_ok=True)
   plot(table, released, float_top1, methods, bits, os.path.join(results, "conversion.png"))
   with open(os.path.join(results, "conversion.json"), "w") as f:
@@ -190,17 +191,18 @@ def write_page(output: str, float_args, shift_args, methods, bits, seconds: floa
                "deepshift_rounding": {f"{m} {b}b": v for (m, b), v in released.items()}}, f, indent=1)
   machine = (f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}, Python "
              f"{platform.python_version()}, jax {jax.__version__}")
-  labels, seeds = dict(METHODS), shift_args.seeds
+  labels, seeds, quick = dict(METHODS), shift_args.seeds, shift_args.config.endswith("digits.py")
   header = ["method", "bits", "post-conversion", "DeepShift's rounding", *ARMS[1:]]
   lines = [
       "## From a float model", "",
       "Every method converted from the MNIST demo's float ResNet-20 (s3jax.quant.conversion: each kernel's "
       "nearest levels under a fitted per-channel scale, folded into its BatchNorm), then fine-tuned with "
       "`--config.init_from`, against the same method trained from scratch for the same steps.", "",
-      f"- Command: `python benchmarks/conversion_study.py --output=DIR{' --quick' if shift_args.config.endswith('digits.py') else ''}` "
+      f"- Command: `python benchmarks/conversion_study.py --output=DIR{' --quick' if quick else ''}` "
       "(then `--publish=docs/RESULTS.md`: this section and its figure)",
       f"- Date: {datetime.date.today().isoformat()}; machine: {machine}",
-      f"- Wall time of the {1 + len(shift_args.suite.grid) * seeds} runs: {format_duration(seconds)}",
+      f"- Run time of the {1 + len(shift_args.suite.grid) * seeds} runs, summed: {format_duration(seconds)} "
+      "(runs that ran side by side count in full)",
       f"- Float model: `{float_args.config}` with `quant.method=float`, seed 0: top-1 {100 * float_top1:.1f}%.",
       f"- Fine-tuned: `init_from` that run, the same config's recipe without warm-up "
       f"(configs/mnist_finetune.py); scratch: the same recipe with its warm-up epoch. Both run "
@@ -236,8 +238,7 @@ def main(argv):
   methods, bits = (["s3", "deepshift_q"], [3]) if f.quick else (f.methods, [int(b) for b in f.bits])
   float_args, shift_args = grids(f.output, methods, bits, f.quick)
   start = time.perf_counter()
-  seconds = run_grid(float_args)
-  seconds += run_grid(shift_args)
+  seconds = run_grid(float_args) + run_grid(shift_args)
   path = write_page(f.output, float_args, shift_args, methods, bits, seconds)
   print(f"{path} written ({format_duration(time.perf_counter() - start)} this invocation)")
   if f.publish:

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -14,7 +16,7 @@ from s3jax import data
 from s3jax.deploy.from_workdir import evaluate_export, export_checkpoint
 from s3jax.errors import ConfigError
 from s3jax.models import create_model
-from s3jax.training.init_from import converted_variables
+from s3jax.training.init_from import converted_variables, read_float_variables
 from s3jax.training.steps import jit_eval_logits
 from s3jax.workdir import read_metrics
 
@@ -75,6 +77,11 @@ def test_what_cannot_be_converted_is_a_one_line_error(study, tmp_path):
                         (8, 8, 1))
   with pytest.raises(ConfigError, match="is a s3 run; it takes a float run's checkpoint"):
     converted_variables(load_config("digits", init_from=s3_run), model, (8, 8, 1))
+  # The workdir, its checkpoints/ and one step of it name the same weights.
+  abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False))
+  reads = [read_float_variables(os.path.join(float_run, *sub), dict(abstract))[0]
+           for sub in ((), ("checkpoints",), ("checkpoints", "10"))]
+  jax.tree.map(np.testing.assert_array_equal, reads[0], reads[1], reads[2])
   result = run_cli("digits", tmp_path / "cli", f"init_from={s3_run}", "total_steps=2", "batch_size=16")
   assert_one_line_error(result, "is a s3 run")
   assert not os.path.exists(tmp_path / "cli" / "checkpoints" / "2")
