@@ -47,7 +47,7 @@ flags.DEFINE_string("output", None, "Directory for the runs, the figure and RESU
 flags.DEFINE_integer("seeds", 3, "Seeds per fine-tuned and scratch arm.", lower_bound=1)
 flags.DEFINE_list("bits", ["3", "2", "4"], "Bit widths, in the order they run.")
 flags.DEFINE_list("methods", [m for m, _ in METHODS], "Methods, in the order they run.")
-flags.DEFINE_bool("quick", False, "S3 and DeepShift-Q at 3 bits on the 8x8 digits, a few steps, 1 seed.")
+flags.DEFINE_bool("quick", False, "S3 and DeepShift-PS at 3 bits on the 8x8 digits, 6 steps, 1 seed.")
 flags.DEFINE_string("publish", None, "Also put the page into this file's 'conversion' section.")
 
 
@@ -62,19 +62,19 @@ def grids(output: str, methods, bits, quick: bool):
       entries.append((f"{m}_{b}b_finetuned", f"{m} {b}b fine-tuned",
                       {**quant, "init_from": float_dir, "optim.warmup_epochs": 0.0}))
       entries.append((f"{m}_{b}b_scratch", f"{m} {b}b scratch", quant))
-  short = {"total_steps": 4, "eval_every_steps": 2, "log_every_steps": 2} if quick else {"num_epochs": 3}
+  # --quick: paper_claims.py --quick's settings, so the two share compiled programs in the test suite.
+  short = {"total_steps": 6, "eval_every_steps": 3, "log_every_steps": 3} if quick else {"num_epochs": 3}
 
   def args(grid, extra, seeds):
     suite = types.SimpleNamespace(grid=tuple(grid), quick=())
     return types.SimpleNamespace(output=output, quick=False, seeds=seeds, suite=suite, config=config, extra=extra)
 
   float_grid = [("float", "full precision", {"quant.method": "float"})]
-  float_extra = {"total_steps": 10, "log_every_steps": 5} if quick else {}
+  float_extra = short if quick else {}
   return args(float_grid, float_extra, 1), args(entries, short, 1 if quick else flags.FLAGS.seeds)
 
 
-def eval_points(workdir: str) -> dict:
-  """{step: eval top-1} of a run."""
+def eval_points(workdir: str) -> dict:  # {step: eval top-1}
   return {r["step"]: r["eval/top1"] for r in read_metrics(workdir) if "eval/top1" in r}
 
 
@@ -235,7 +235,7 @@ def main(argv):
   f = flags.FLAGS
   if set(f.methods) - set(dict(METHODS)):
     raise SystemExit(f"error: --methods={','.join(f.methods)}; use some of {list(dict(METHODS))}.")
-  methods, bits = (["s3", "deepshift_q"], [3]) if f.quick else (f.methods, [int(b) for b in f.bits])
+  methods, bits = (["s3", "deepshift_ps"], [3]) if f.quick else (f.methods, [int(b) for b in f.bits])
   float_args, shift_args = grids(f.output, methods, bits, f.quick)
   start = time.perf_counter()
   seconds = run_grid(float_args) + run_grid(shift_args)

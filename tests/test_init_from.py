@@ -36,12 +36,13 @@ def study(tmp_path_factory):
 
 def test_quick_study_writes_its_table_and_figure(study):
   page = open(study / "RESULTS.md").read()
-  rows = [line for line in page.splitlines() if line.startswith("| S3 | 3 |") or line.startswith("| DeepShift-Q | 3 |")]
+  rows = [line for line in page.splitlines() if line.startswith("| S3 | 3 |") or line.startswith("| DeepShift-PS | 3 |")]
   assert len(rows) == 2
   cells = [cell.strip() for cell in rows[1].strip("|").split("|")]
   assert len(cells) == 8 and all(c.replace(".", "").isdigit() for c in cells[2:])  # DeepShift's rounding too
   saved = json.load(open(study / "results" / "conversion" / "conversion.json"))
-  assert set(saved["runs"]) == {"s3 3b", "deepshift_q 3b"} and set(saved["deepshift_rounding"]) == {"deepshift_q 3b"}
+  assert set(saved["runs"]) == {"s3 3b", "deepshift_ps 3b"}
+  assert set(saved["deepshift_rounding"]) == {"deepshift_ps 3b"}
   assert os.path.getsize(study / "results" / "conversion" / "conversion.png") > 10_000
 
 
@@ -63,7 +64,7 @@ def test_a_converted_run_starts_at_the_float_models_levels_and_exports_like_any_
   final = [r for r in read_metrics(run) if "eval/top1" in r][-1]
   export_checkpoint(run, str(tmp_path / "export"), stablehlo=False)
   metrics, _, step = evaluate_export(config, str(tmp_path / "export"), path="shift_add")
-  assert step == final["step"] == 4
+  assert step == final["step"] == 6
   assert metrics["eval/top1"] == pytest.approx(final["eval/top1"], abs=1 / dataset.num_test)
 
 
@@ -80,7 +81,7 @@ def test_what_cannot_be_converted_is_a_one_line_error(study, tmp_path):
   # The workdir, its checkpoints/ and one step of it name the same weights.
   abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False))
   reads = [read_float_variables(os.path.join(float_run, *sub), dict(abstract))[0]
-           for sub in ((), ("checkpoints",), ("checkpoints", "10"))]
+           for sub in ((), ("checkpoints",), ("checkpoints", "6"))]
   jax.tree.map(np.testing.assert_array_equal, reads[0], reads[1], reads[2])
   result = run_cli("digits", tmp_path / "cli", f"init_from={s3_run}", "total_steps=2", "batch_size=16")
   assert_one_line_error(result, "is a s3 run")
