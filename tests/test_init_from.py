@@ -17,6 +17,7 @@ from s3jax.deploy.from_workdir import evaluate_export, export_checkpoint
 from s3jax.errors import ConfigError
 from s3jax.models import create_model
 from s3jax.training.init_from import converted_variables, read_float_variables
+from s3jax.training.loop import train_and_evaluate
 from s3jax.training.steps import jit_eval_logits
 from s3jax.workdir import read_metrics
 
@@ -66,6 +67,11 @@ def test_a_converted_run_starts_at_the_float_models_levels_and_exports_like_any_
   metrics, _, step = evaluate_export(config, str(tmp_path / "export"), path="shift_add")
   assert step == final["step"] == 6
   assert metrics["eval/top1"] == pytest.approx(final["eval/top1"], abs=1 / dataset.num_test)
+  # The same command again resumes that workdir's checkpoint (nothing left to train), not init_from.
+  again = load_config("digits", init_from=float_run, seed=0, total_steps=6, eval_every_steps=3,
+                      log_every_steps=3, **{"quant.method": "s3", "quant.bits": 3, "optim.warmup_epochs": 0.0})
+  assert train_and_evaluate(again, run)["eval/top1"] == final["eval/top1"]
+  assert [r["step"] for r in read_metrics(run) if "eval/top1" in r] == [0, 3, 6]
 
 
 def test_what_cannot_be_converted_is_a_one_line_error(study, tmp_path):
