@@ -13,12 +13,11 @@ import jax
 import numpy as np
 from absl import flags
 
-from s3jax.config import base_config
+from s3jax.config import banks_latents, base_config
 from s3jax.models import create_model
 from s3jax.training import sharding
 from s3jax.training.loop import jit_train_step
-from s3jax.training.state import create_train_state, init_variables
-from s3jax.training.steps import fuses_pullback
+from s3jax.training.state import banked_state, create_train_state, init_variables, jit_state_conversion
 
 _DTYPE_BYTES = {"f64": 8, "f32": 4, "bf16": 2, "f16": 2, "s64": 8, "s32": 4, "u32": 4, "s8": 1, "u8": 1,
                 "pred": 1, "s16": 2, "u16": 2, "u64": 8}
@@ -92,19 +91,18 @@ def synthetic_batch(batch: int, image_shape, num_classes: int, mesh):
 
 def synthetic_step(model_name: str, batch: int, image_size: int, bits: int, mesh=None,
                    num_classes: int = 1000, half_precision: bool = False, channels: int = 3,
-                   method: str = "s3", fused_pullback: bool | None = None):
-  """(state, jitted train step, global batch) for `synthetic_config`'s model, method and bit width.
-
-  `fused_pullback`: None for the trainer's choice (`s3jax.training.steps.fuses_pullback`), or forced on or off to
-  compare.
+                   method: str = "s3", fused_pullback: bool = True, banked: bool | None = None):
+  """(state, jitted train step, global batch) for `synthetic_config`'s model, method and bit width: the
+  trainer's step. `banked`: latent banks on or off (None: the trainer's choice for this backend,
+  `s3jax.config.banks_latents`); `fused_pullback=False`: the step before the fused one, to compare.
   """
   mesh = mesh or sharding.make_data_mesh()
   config = synthetic_config(model_name, batch, bits, num_classes, half_precision, method)
   model = create_model(model_name, num_classes, half_precision)
   image_shape = (image_size, image_size, channels)
   state, tx, schedule = create_train_state(config, model, image_shape, 100, mesh)
-  if fused_pullback is None:
-    fused_pullback = fuses_pullback(config.optim.optimizer, state.params)
+  if banks_latents(config, jax.default_backend()) if banked is None else banked:
+    state = jit_state_conversion(banked_state, mesh)(state)
   step = jit_train_step(model, tx, schedule, mesh, fused_pullback)
   return state, step, synthetic_batch(batch, image_shape, num_classes, mesh)
 

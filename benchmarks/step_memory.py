@@ -22,7 +22,6 @@ from benchlib import (FULL_PRECISION_BITS, child_command, compiled_step, define_
 from s3jax.cli import parse_flags
 from s3jax.models import create_model
 from s3jax.training import sharding
-from s3jax.training.steps import fuses_pullback
 from s3jax.training.loop import jit_train_step
 from s3jax.training.state import jitted_initializer
 
@@ -53,7 +52,7 @@ def phases(args) -> dict:
     init, tx, schedule = jitted_initializer(config, model, image_shape, 100, mesh)
     key = jax.random.key(config.seed)
     shapes = init.trace(key).out_info
-    step = jit_train_step(model, tx, schedule, mesh, fuses_pullback(config.optim.optimizer, shapes.params))
+    step = jit_train_step(model, tx, schedule, mesh)  # per-layer latents, as the trainer on CPU
     if args.compile_first:  # from the state's shapes alone
       compiled, _ = compiled_step(shapes, step, batch)
       out["step compiled"] = memory_gb()

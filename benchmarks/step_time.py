@@ -25,7 +25,7 @@ from benchlib import (FULL_PRECISION_BITS, child_command, compiled_step, define_
 from s3jax.cli import parse_flags
 from s3jax.training import sharding
 
-VARIANTS = ("s3", "fp", "s3_unfused")
+VARIANTS = ("s3", "fp", "s3_unfused", "s3_banked", "s3_per_layer")
 # XLA:CPU's memory-optimized schedule, per executable (the default is concurrency-optimized).
 MEMORY_SCHEDULER = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
 SCHEDULER_VARIANTS = ("s3_memory_scheduler", "fp_memory_scheduler")
@@ -37,6 +37,8 @@ flags.DEFINE_integer("warmup", 2, "Untimed steps before timing.")
 flags.DEFINE_bool("half_precision", False, "Compute in bfloat16.")
 flags.DEFINE_bool("skip_memory", False, "Skip the memory child processes.")
 flags.DEFINE_bool("compare_unfused", False, "Also time S3 with the pull-back outside the update.")
+flags.DEFINE_bool("compare_banks", False, "Also time S3 on latent banks and on per-layer latents (whichever "
+                  "the trainer does not choose here is the extra one; both are listed).")
 flags.DEFINE_bool("compare_memory_scheduler", False,
                   "Also time S3 and FP compiled with XLA:CPU's memory-optimized schedule.")
 flags.DEFINE_enum("only", None, VARIANTS, "Internal: run one variant in a child process (peak memory).")
@@ -46,7 +48,8 @@ def build(args, variant, mesh):
   bits = FULL_PRECISION_BITS if variant.startswith("fp") else args.bits
   state, step, batch = synthetic_step(args.model, args.batch, args.image_size, bits, mesh,
                                       args.num_classes, args.half_precision,
-                                      fused_pullback=False if variant == "s3_unfused" else None)
+                                      fused_pullback=variant != "s3_unfused",
+                                      banked={"s3_banked": True, "s3_per_layer": False, "s3_unfused": False}.get(variant))
   options = MEMORY_SCHEDULER if variant in SCHEDULER_VARIANTS else None
   compiled, compile_s = compiled_step(state, step, batch, options)
   return {"state": state, "step": compiled, "batch": batch, "compile_s": compile_s,
@@ -96,7 +99,8 @@ def main(argv):
   if args.only:
     print(json.dumps(peak_memory_child(args)))
     return
-  names = VARIANTS if args.compare_unfused else VARIANTS[:2]
+  names = VARIANTS[:2] + (("s3_unfused",) if args.compare_unfused else ())
+  names += ("s3_banked", "s3_per_layer") if args.compare_banks else ()
   names += SCHEDULER_VARIANTS if args.compare_memory_scheduler else ()
   mesh = sharding.make_data_mesh()
   with jax.set_mesh(mesh):
@@ -121,8 +125,9 @@ def main(argv):
       "s3_images_per_s": round(args.batch / median["s3"], 1),
       "fp_images_per_s": round(args.batch / median["fp"], 1),
   }
-  if "s3_unfused" in median:
-    result["unfused_ratio"] = round(median["s3_unfused"] / median["fp"], 3)
+  for name in ("s3_unfused", "s3_banked", "s3_per_layer"):
+    if name in median:
+      result[f"{name[3:]}_ratio"] = round(median[name] / median["fp"], 3)
   if "s3_memory_scheduler" in median:
     result["memory_scheduler_ratio"] = round(median["s3_memory_scheduler"] / median["fp_memory_scheduler"], 3)
   for name, v in variants.items():
@@ -132,7 +137,7 @@ def main(argv):
                    f"{name}_temp_bytes": v["memory"].temp_size_in_bytes,
                    **{f"{name}_{k}": n for k, n in v["hlo"].items()}})
   if not args.skip_memory:
-    result.update(measure_peak_memory(args, [n for n in names if n not in SCHEDULER_VARIANTS]))
+    result.update(measure_peak_memory(args, [n for n in names if n in VARIANTS[:3]]))
   print(json.dumps(result))
 
 

@@ -29,6 +29,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.init_from = ""              # a float run's workdir or an Orbax checkpoint: convert it and start there
                                 # (s3jax.training.init_from); '' = random init
   c.nonfinite = "stop"          # a non-finite loss: 'stop' (keep the last good checkpoint) or 'skip' the step
+  c.bank_latents = "auto"       # train on latent banks (s3jax.quant.banks): 'auto' (not on CPU), 'on', 'off'
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "imagenet2012"
@@ -99,6 +100,17 @@ def mnist_config() -> ml_collections.ConfigDict:
   return c
 
 
+BANK_LATENTS = ("auto", "on", "off")
+
+
+def banks_latents(config, backend: str) -> bool:
+  """Whether training runs on latent banks: 'auto' banks them on accelerators, where each kernel launch
+  costs microseconds, and not on CPU, where XLA's concatenation of the banks' gradients costs more than the
+  kernels it saves (docs/PERFORMANCE.md)."""
+  choice = config.get("bank_latents", "auto")
+  return choice == "on" or (choice == "auto" and backend != "cpu")
+
+
 def _check(ok: bool, message: str):
   if not ok:
     raise ConfigError(message)
@@ -110,6 +122,8 @@ def validate_config(config, device_count: int | None = None):
          "quant.bits=32 no longer means full precision; use --config.quant.method=float.")
   _check(config.nonfinite in NONFINITE_POLICIES,
          f"nonfinite={config.nonfinite!r} is unknown; use one of {NONFINITE_POLICIES}.")
+  _check(config.get("bank_latents", "auto") in BANK_LATENTS,
+         f"bank_latents={config.get('bank_latents')!r} is unknown; use one of {BANK_LATENTS}.")
   _check(config.optim.lr > 0, f"optim.lr={config.optim.lr!r} must be > 0.")
   _check(config.batch_size > 0, f"batch_size={config.batch_size!r} must be > 0.")
   _check(config.total_steps > 0 or config.num_epochs > 0,

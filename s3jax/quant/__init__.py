@@ -4,7 +4,7 @@ penalty); no Flax or trainer imports. Method formulas: docs/METHODS.md.
 What users may rely on is listed in `__all__`. The submodules hold the rest, for the trainer and for
 those who extend a method: `interface` (Quantizer), `scaled` (Scaled: a float scale and its gradient),
 `s3`, `denseshift`, `deepshift` (one method each), `tree` (rules, tree transforms, gradient proxies, role
-masks), `conversion` (from a trained float model: nearest levels, fitted scales, BatchNorm folding),
+masks), `banks` (many layers' latents in one flat array per field, for the train step), `conversion` (from a trained float model: nearest levels, fitted scales, BatchNorm folding),
 `penalty`, `stats` and `dynamics` (level shares, sizes, sign-flip and low-value rates),
 `binarizers`.
 """
@@ -18,13 +18,14 @@ from s3jax.quant.denseshift import DenseShiftLatent
 from s3jax.quant.deepshift import DeepShiftPSLatent, DeepShiftQLatent
 from s3jax.quant.tree import (DEFAULT_RESNET_RULES, materialize_tree, project_tree, quantized_paths, role_tree,
                               to_latents)
+from s3jax.quant.banks import Banked, bank_tree, unbank_tree
 from s3jax.quant.conversion import convert_to_latents
 from s3jax.quant.penalty import dense_penalty, dense_weight_penalty
 from s3jax.quant.stats import storage_bits, weight_statistics
 from s3jax.quant.dynamics import weight_dynamics
 
 __all__ = [
-    "DEFAULT_RESNET_RULES", "DeepShiftPSLatent", "DeepShiftQLatent", "DenseShiftLatent", "Quantizer",
+    "Banked", "DEFAULT_RESNET_RULES", "bank_tree", "unbank_tree", "DeepShiftPSLatent", "DeepShiftQLatent", "DenseShiftLatent", "Quantizer",
     "S3Latent", "Scaled", "convert_to_latents", "dense_penalty", "dense_weight_penalty", "from_codes", "init_latent",
     "level_values", "materialize", "materialize_tree", "method_names", "method_options", "num_shift_latents", "project",
     "project_tree", "quantized_paths", "quantizer", "quantizer_from_config", "quantizer_of", "role_tree",

@@ -23,6 +23,7 @@ from s3jax.errors import ConfigError
 from s3jax.quant.interface import Quantizer, is_latent, method_names, project, quantizer_of
 from s3jax.quant.interface import quantizer as make_quantizer
 from s3jax.quant.interface import materialize as materialize_latent
+from s3jax.quant.banks import Banked, materialize_banked
 from s3jax.quant.layout import layout_for
 from s3jax.quant.scaled import Scaled
 
@@ -139,7 +140,10 @@ def _example_paths(params, n: int = 3):
 
 
 def materialize_tree(tree):
-  """Replaces every latent by its discrete weight; other leaves pass through."""
+  """Replaces every latent by its discrete weight; other leaves pass through. A `Banked` tree gives the
+  per-layer weight tree (each bank materialized at once, then split)."""
+  if isinstance(tree, Banked):
+    return materialize_banked(tree, materialize_tree)
   return jax.tree.map(lambda x: materialize_latent(x) if is_latent(x) else x, tree, is_leaf=is_latent)
 
 

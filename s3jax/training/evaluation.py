@@ -19,6 +19,7 @@ def make_weight_statistics(rules, mesh):
   """
 
   def statistics(params, previous_signs):
+    params = quant.unbank_tree(params)
     totals, per_layer, signs = quant.weight_dynamics(tracked_weights(params, rules), previous_signs)
     return {**quant.weight_statistics(params), **totals}, per_layer, signs
 

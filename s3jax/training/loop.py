@@ -8,7 +8,7 @@ import jax
 from absl import logging
 
 from s3jax import data, quant, workdir as records
-from s3jax.config import validate_config
+from s3jax.config import banks_latents, validate_config
 from s3jax.errors import ConfigError
 from s3jax.models import create_model
 from s3jax.training import checkpointing, init_from, sharding
@@ -16,13 +16,14 @@ from s3jax.training.durations import Durations
 from s3jax.training.evaluation import evaluate, format_eval, make_weight_statistics
 from s3jax.training.guards import NonFiniteGuard, Preempted, PreemptionWatch
 from s3jax.training.metrics import MetricWriter
-from s3jax.training.state import jitted_initializer, state_from_variables
-from s3jax.training.steps import fuses_pullback, make_eval_step, make_train_step
+from s3jax.training.state import (banked_state, jit_state_conversion, jitted_initializer, state_from_variables,
+                                  unbanked_state)
+from s3jax.training.steps import make_eval_step, make_train_step
 
 
-def jit_train_step(model, tx, schedule, mesh, fused_pullback: bool = False):
+def jit_train_step(model, tx, schedule, mesh, fused_pullback: bool = True):
   """The train step, jitted over `mesh`: state replicated and donated, batch sharded on 'data'.
-  `fused_pullback`: see `s3jax.training.steps.fuses_pullback`."""
+  `fused_pullback`: see `s3jax.training.steps.make_train_step`."""
   replicated, batched = sharding.replicated(mesh), sharding.batch_sharding(mesh)
   return jax.jit(make_train_step(model, tx, schedule, fused_pullback), in_shardings=(replicated, batched),
                  out_shardings=(replicated, replicated), donate_argnums=0)
@@ -89,7 +90,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
   writer = MetricWriter(workdir, enabled=is_writer)
   writer.truncate_after(start_step)
 
-  train_step = jit_train_step(model, tx, schedule, mesh, fuses_pullback(config.optim.optimizer, state.params))
+  per_layer = None  # checkpoints always hold the per-layer state
+  if banks_latents(config, jax.default_backend()):
+    state = jit_state_conversion(banked_state, mesh)(state)
+    per_layer = jit_state_conversion(unbanked_state, mesh)
+  train_step = jit_train_step(model, tx, schedule, mesh)
   weight_statistics = make_weight_statistics(config.quant.rules, mesh)
   eval_step = jit_eval_step(model, mesh)
 
@@ -143,7 +148,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         preempted = preemption.reached(step)
         if preempted or durations.due(step, durations.checkpoint_every):
           nonfinite.flush()  # never save a state whose last step went non-finite in 'stop' mode
-          store.save(step, state)
+          store.save(step, per_layer(state) if per_layer else state)
         if preempted:
           raise Preempted(step)
       nonfinite.flush()

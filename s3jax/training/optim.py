@@ -70,7 +70,8 @@ def make_optimizer(config, params, steps_per_epoch: int):
     parts.append(dense_weight_penalty(config.quant.dense_penalty))
   if config.optim.weight_decay > 0:
     decayed = ("float",) + (LATENT_ROLES if config.optim.get("latent_weight_decay", True) else ())
-    parts.append(optax.add_decayed_weights(config.optim.weight_decay, role_mask(params, decayed)))
+    # A function of the tree it is given, so that one chain serves per-layer and banked latents.
+    parts.append(optax.add_decayed_weights(config.optim.weight_decay, lambda tree: role_mask(tree, decayed)))
   if name == "radam":
     parts.append(optax.radam(schedule))
   else:

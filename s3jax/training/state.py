@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 
 from s3jax import quant
+from s3jax.quant.banks import Banked, bank_tree, map_banked_subtrees, unbank_tree
 from s3jax.training import sharding
 from s3jax.training.optim import make_optimizer
 from s3jax.quant.dynamics import tracked_signs, tracked_weights
@@ -62,3 +63,23 @@ def create_train_state(config, model, input_shape, steps_per_epoch: int, mesh):
   """The initial state, replicated over `mesh`, and the optimizer's (tx, schedule)."""
   init, tx, schedule = jitted_initializer(config, model, input_shape, steps_per_epoch, mesh)
   return init(jax.random.key(config.seed)), tx, schedule
+
+
+def banked_state(state: TrainState) -> TrainState:
+  """The state with its latents in banks (`s3jax.quant.banks`), in the params and in every optimizer-state
+  subtree shaped like them (momenta, RAdam's moments): what the train step runs on."""
+  structure = jax.tree.structure(state.params)
+  opt_state = map_banked_subtrees(state.opt_state, bank_tree, lambda x: jax.tree.structure(x) == structure)
+  return state.replace(params=bank_tree(state.params), opt_state=opt_state)
+
+
+def unbanked_state(state: TrainState) -> TrainState:
+  """The per-layer state of a banked one (what checkpoints hold); a per-layer state is returned as it is."""
+  opt_state = map_banked_subtrees(state.opt_state, unbank_tree, lambda x: isinstance(x, Banked))
+  return state.replace(params=unbank_tree(state.params), opt_state=opt_state)
+
+
+def jit_state_conversion(convert, mesh):
+  """`banked_state` or `unbanked_state` jitted over `mesh`, replicated. (Donating the input would not
+  help: the two forms share no buffer shapes.)"""
+  return jax.jit(convert, out_shardings=sharding.replicated(mesh))

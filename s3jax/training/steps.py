@@ -5,23 +5,24 @@ import optax
 
 from s3jax.classification import cross_entropy_loss, eval_sums
 from s3jax.quant import materialize_tree, project_tree
-from s3jax.quant.tree import exact_pullback, gradient_proxies, proxy_pullback
+from s3jax.quant.tree import gradient_proxies, proxy_pullback
 from s3jax.training.state import TrainState
 
 
-def make_train_step(model, tx, schedule, fused_pullback: bool = False):
-  """(state, batch) -> (state, metrics).
+def make_train_step(model, tx, schedule, fused_pullback: bool = True):
+  """(state, batch) -> (state, metrics), for per-layer or banked latents (`training.state.banked_state`:
+  what the trainer runs, so that the latent work is a few kernels over all layers).
 
   The loss is differentiated w.r.t. the materialized weights W, and dL/dW is then pulled back to the
   latents. Under data parallelism the cross-device reduction therefore happens on dL/dW, one weight-sized
   tensor per layer, and the pull-back to the 2+K latents is local.
 
-  `fused_pullback` (see `fuses_pullback`): the pull-back runs inside the non-finite guard's `lax.cond`,
-  next to the optimizer update, so XLA fuses each latent's gradient into its update and never writes the
-  2+K latent gradients to memory. It reads the latents' int8 gradient proxies (`quant.gradient_proxies`,
-  taken before the cond), not the latents: a latent's gradient reads the other latents of its layer,
-  which the in-place update overwrites, and XLA would otherwise copy every latent first
-  (docs/PERFORMANCE.md). Otherwise the pull-back runs before the cond.
+  The pull-back runs inside the non-finite guard's `lax.cond`, next to the optimizer update, so XLA fuses
+  each latent's gradient into its update and never writes the 2+K latent gradients to memory. It reads
+  the latents' int8 gradient proxies (`quant.gradient_proxies`, taken before the cond), not the latents:
+  a latent's gradient reads the other latents of its layer, which the in-place update overwrites, and XLA
+  would otherwise copy every latent first (docs/PERFORMANCE.md). `fused_pullback=False` is the step
+  before this one (pull-back before the cond), kept to compare with.
   """
 
   def train_step(state: TrainState, batch):
@@ -65,15 +66,6 @@ def make_train_step(model, tx, schedule, fused_pullback: bool = False):
     return new_state, metrics
 
   return train_step
-
-
-def fuses_pullback(optimizer: str, params) -> bool:
-  """Whether the train step fuses the pull-back into the update for this optimizer and params tree: SGD,
-  and latents with an exact pull-back (S3, DeepShift-Q and -PS, without scales; `quant.exact_pullback`),
-  so that the fused step's parameters are bit-identical to the unfused one's (tests/test_optim.py).
-  Elsewhere (DenseShift's sqrt surrogate, scales, RAdam) XLA's other fusion would change the float
-  rounding in the last bit, so the step stays unfused."""
-  return optimizer == "sgd" and exact_pullback(params)
 
 
 def eval_logits(model, params, batch_stats, images):

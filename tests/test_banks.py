@@ -1,0 +1,58 @@
+"""Latent banks (s3jax.quant.banks): many layers' latents in one flat array per field, and back."""
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import s3jax
+from s3jax.quant import Banked, Scaled, bank_tree, materialize_tree, project_tree, unbank_tree
+from s3jax.quant.tree import gradient_proxies, proxy_pullback, role_tree
+
+PARAMS = {"a": {"kernel": jnp.ones((3, 3, 4, 8))}, "b": {"kernel": jnp.ones((3, 3, 8, 8)), "bias": jnp.zeros(8)},
+          "c": {"kernel": jnp.ones((8, 5))}}
+
+
+def latents(method, scale="none", rules=(r".*kernel",)):
+  q = s3jax.quant.quantizer(method, 3, scale=scale)
+  return s3jax.quant.to_latents(PARAMS, rules, jax.random.key(0), quantizer=q)
+
+
+@pytest.mark.parametrize("method", s3jax.quant.method_names())
+def test_banks_hold_every_layer_and_the_per_layer_functions_agree(method):
+  tree = latents(method)
+  banked = bank_tree(tree)
+  (bank,) = banked.banks  # one method, one dtype: one bank
+  assert all(leaf.shape == (288 + 576 + 40,) for leaf in jax.tree.leaves(bank))  # the three kernels
+  chex.assert_trees_all_equal(unbank_tree(banked), tree)
+  chex.assert_trees_all_equal(materialize_tree(banked), materialize_tree(tree))
+  chex.assert_trees_all_equal(unbank_tree(project_tree(banked)), project_tree(tree))
+  assert role_tree(banked).banks == (s3jax.quant.quantizer_of(bank).roles(bank),)
+  # The pull-back through the banks is the per-layer one, bank by bank.
+  weight_grads = jax.tree.map(lambda w: jnp.linspace(-1, 1, w.size).reshape(w.shape), materialize_tree(tree))
+  expected = jax.vjp(materialize_tree, tree)[1](weight_grads)[0]
+  got = proxy_pullback(gradient_proxies(banked), banked, weight_grads)
+  assert isinstance(got, Banked)
+  chex.assert_trees_all_equal(unbank_tree(got), expected)
+
+
+def test_methods_and_dtypes_get_their_own_banks_and_scaled_latents_stay_per_layer():
+  tree = latents("s3", rules=((r"a/kernel", "s3"), (r"b/kernel", "deepshift_ps"), (r"c/kernel", None)))
+  tree["d"] = s3jax.quant.quantizer("s3", 2).init(jax.random.key(1), (3, 3, 2, 2))
+  tree["e"] = s3jax.quant.quantizer("s3", 3, scale="learned").init(jax.random.key(2), (3, 3, 2, 2))
+  banked = bank_tree(tree)
+  assert len(banked.banks) == 3  # s3 3-bit, deepshift_ps, s3 2-bit (another structure)
+  assert isinstance(banked.rest["e"], Scaled)  # with its scale, in the rest
+  chex.assert_trees_all_equal(unbank_tree(banked), tree)
+  chex.assert_trees_all_equal(materialize_tree(banked), materialize_tree(tree))
+  # Abstract shapes bank the same way (the trainer builds its optimizer from them).
+  shapes = jax.eval_shape(bank_tree, tree)
+  assert jax.tree.structure(shapes) == jax.tree.structure(banked)
+
+
+def test_a_tree_without_latents_is_unchanged_by_banking():
+  banked = bank_tree(PARAMS)
+  assert banked.banks == ()
+  chex.assert_trees_all_equal(unbank_tree(banked), PARAMS)
+  assert unbank_tree(PARAMS) is PARAMS
+  np.testing.assert_array_equal(materialize_tree(banked)["c"]["kernel"], PARAMS["c"]["kernel"])
