@@ -130,7 +130,9 @@ def test_three_inference_paths_against_the_trainer(exported):
       "import sys; sys.modules['s3jax'] = None\n"  # any import of s3jax now fails
       "import numpy as np, jax\n"
       f"blob = bytearray(open({os.path.join(output, 'model.stablehlo')!r}, 'rb').read())\n"
-      "run = jax.export.deserialize(blob).call\n"
+      "exported = jax.export.deserialize(blob)\n"
+      "assert exported.platforms == ('cpu', 'cuda', 'tpu'), exported.platforms\n"  # one file for all three
+      "run = exported.call\n"
       f"x = np.load({os.path.join(output, '..', 'images.npy')!r})\n"
       f"np.save({os.path.join(output, '..', 'logits.npy')!r}, np.asarray(run(x)))\n"
       "assert not any(m.startswith('s3jax') for m in sys.modules if sys.modules[m] is not None)\n")

@@ -199,3 +199,14 @@ def test_codes_round_trip_and_bfloat16_is_exact(bits):
 def test_from_codes_rejects_out_of_range():
   with pytest.raises(ValueError, match="3 bits"):
     from_codes(jnp.array([5], jnp.int8), 3)
+
+
+def test_exact_exp2_is_every_power_of_two_of_the_float32_normal_range_with_its_derivative():
+  from s3jax.quant.binarizers import exact_exp2
+  exponents = np.arange(-126, 128)
+  np.testing.assert_array_equal(np.asarray(exact_exp2(jnp.asarray(exponents, jnp.float32))),
+                                np.exp2(exponents.astype(np.float64)).astype(np.float32))
+  np.testing.assert_array_equal(np.asarray(exact_exp2(jnp.asarray([-3.0, 0.0, 5.0], jnp.bfloat16))),
+                                np.asarray([0.125, 1.0, 32.0], np.float32))  # the ldexp path
+  grads = jax.grad(lambda e: exact_exp2(e).sum())(jnp.asarray([-2.0, 0.0, 3.0]))
+  np.testing.assert_allclose(np.asarray(grads), np.asarray([0.25, 1.0, 8.0]) * np.log(2.0), rtol=1e-6)

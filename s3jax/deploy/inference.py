@@ -24,6 +24,8 @@ from s3jax.deploy.manifest import ExportError, add_file, read_manifest, verified
 from s3jax.training.steps import eval_logits, jit_eval_logits
 
 STABLEHLO = "model.stablehlo"
+# Lowered for all three together (the exporting machine needs none of them): one file runs on any.
+STABLEHLO_PLATFORMS = ("cpu", "cuda", "tpu")
 LAYERS = (nn.Conv, nn.Dense, nn.DenseGeneral)  # the layers whose quantized kernels shift_add_apply runs
 
 
@@ -104,7 +106,8 @@ def _modules_with_codes(params, path=()):
 
 
 def export_stablehlo(export: Export) -> str:
-  """Serialises the plain path, weights baked in and any batch size, into the export; returns its path."""
+  """Serialises the plain path, weights baked in and any batch size, lowered for CPU, CUDA and TPU, into
+  the export; returns its path."""
   model = export.create_model()
 
   def apply(images):
@@ -116,7 +119,7 @@ def export_stablehlo(export: Export) -> str:
 
   batch = jax.export.symbolic_shape("batch")
   spec = jax.ShapeDtypeStruct((*batch, *export.input_shape), jnp.float32)
-  exported = jax.export.export(jax.jit(apply))(spec)
+  exported = jax.export.export(jax.jit(apply), platforms=STABLEHLO_PLATFORMS)(spec)
   path = os.path.join(export.directory, STABLEHLO)
   with open(path, "wb") as f:
     f.write(exported.serialize())
