@@ -3,7 +3,7 @@ r"""What S3 costs over full precision: train-step time, compile time and peak me
   python benchmarks/step_time.py --model=resnet18 --batch=16 --image_size=112
   python benchmarks/step_time.py --model=resnet50 --batch=128 --image_size=224 --half_precision  # GPU
 
-Times the trainer's jitted step for S3 (--bits) and full precision (bits=32) of the same model in one
+Times the trainer's jitted step for S3 (or --method; at --bits) and full precision (bits=32) of the same model in one
 process, interleaved step by step, and reports medians after warm-up; --compare_unfused adds S3 with the
 pull-back outside the update (the step before the fused one); --compare_memory_scheduler adds both compiled
 with XLA:CPU's memory-optimized schedule. Peak memory is measured in separate child
@@ -26,12 +26,15 @@ from s3jax.cli import parse_flags
 from s3jax.training import sharding
 
 VARIANTS = ("s3", "fp", "s3_unfused", "s3_banked", "s3_per_layer")
+BANKED = {"s3_banked": True, "s3_per_layer": False, "s3_unfused": False}  # else the trainer's choice
 # XLA:CPU's memory-optimized schedule, per executable (the default is concurrency-optimized).
 MEMORY_SCHEDULER = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
 SCHEDULER_VARIANTS = ("s3_memory_scheduler", "fp_memory_scheduler")
 
 
 define_step_flags()
+flags.DEFINE_enum("method", "s3", ["s3", "denseshift", "deepshift_q", "deepshift_ps"],
+                  "The quantized method timed against full precision (the 's3' variants run it).")
 flags.DEFINE_integer("steps", 10, "Timed steps per variant (>= 10).")
 flags.DEFINE_integer("warmup", 2, "Untimed steps before timing.")
 flags.DEFINE_bool("half_precision", False, "Compute in bfloat16.")
@@ -47,9 +50,9 @@ flags.DEFINE_enum("only", None, VARIANTS, "Internal: run one variant in a child 
 def build(args, variant, mesh):
   bits = FULL_PRECISION_BITS if variant.startswith("fp") else args.bits
   state, step, batch = synthetic_step(args.model, args.batch, args.image_size, bits, mesh,
-                                      args.num_classes, args.half_precision,
+                                      args.num_classes, args.half_precision, method=args.method,
                                       fused_pullback=variant != "s3_unfused",
-                                      banked={"s3_banked": True, "s3_per_layer": False, "s3_unfused": False}.get(variant))
+                                      banked=BANKED.get(variant))
   options = MEMORY_SCHEDULER if variant in SCHEDULER_VARIANTS else None
   compiled, compile_s = compiled_step(state, step, batch, options)
   return {"state": state, "step": compiled, "batch": batch, "compile_s": compile_s,
@@ -117,7 +120,7 @@ def main(argv):
 
   median = {name: statistics.median(times[name]) for name in names}
   result = {
-      "model": args.model, "batch": args.batch, "image_size": args.image_size, "bits": args.bits,
+      "model": args.model, "method": args.method, "batch": args.batch, "image_size": args.image_size, "bits": args.bits,
       "half_precision": args.half_precision, "backend": jax.default_backend(),
       "device": jax.devices()[0].device_kind, "devices": jax.device_count(),
       "s3_step_s": round(median["s3"], 5), "fp_step_s": round(median["fp"], 5),

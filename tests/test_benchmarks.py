@@ -53,8 +53,10 @@ def run_script(*args, devices=1):
 
 def test_step_time_script_reports_every_field():
   out = run_script("benchmarks/step_time.py", "--model=resnet20", "--batch=8", "--image_size=16",
-                   "--num_classes=10", "--steps=10", "--compare_unfused", "--compare_memory_scheduler")
+                   "--num_classes=10", "--steps=10", "--compare_unfused", "--compare_memory_scheduler",
+                   "--compare_banks")
   for key in ("s3_step_s", "fp_step_s", "ratio", "unfused_ratio", "memory_scheduler_ratio", "s3_compile_s",
+              "banked_ratio", "per_layer_ratio", "s3_banked_compile_s", "s3_banked_fusions",
               "fp_compile_s", "model", "batch", "image_size", "backend", "memory_ratio", "unfused_memory_ratio",
               "s3_fusions", "s3_unfused_copies"):
     assert key in out, key
@@ -63,6 +65,17 @@ def test_step_time_script_reports_every_field():
   assert out["s3_temp_bytes"] < out["s3_unfused_temp_bytes"]
   assert out["s3_copy_bytes"] == out["fp_copy_bytes"]
   assert out["s3_memory_scheduler_temp_bytes"] <= out["s3_temp_bytes"]
+  # Banks: the latent work of all layers in a few kernels (S3 adds 4 latents and 4 momenta per layer).
+  assert out["s3_fusions"] == out["s3_per_layer_fusions"]  # on CPU the trainer keeps per-layer latents
+  assert out["s3_banked_fusions"] < out["s3_per_layer_fusions"] - 5 * 20  # resnet20: 18 quantized convs
+  assert out["s3_banked_copy_bytes"] == out["fp_copy_bytes"]
+
+
+def test_xla_cpu_options_script_compares_and_reports_unknown_options():
+  out = run_script("benchmarks/xla_cpu_options.py", "--model=resnet20", "--batch=8", "--image_size=16",
+                   "--num_classes=10", "--steps=2", "--options=default,ynn_eltwise,multi_output_fusion")
+  assert "No such compile option" in out["rejected"]["multi_output_fusion"]
+  assert out["default_32"]["vs_default"] == 1.0 and out["ynn_eltwise_32"]["step_s"] > 0
 
 
 def test_step_memory_script_reports_each_phase():

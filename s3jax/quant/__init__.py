@@ -4,8 +4,8 @@ penalty); no Flax or trainer imports. Method formulas: docs/METHODS.md.
 What users may rely on is listed in `__all__`. The submodules hold the rest, for the trainer and for
 those who extend a method: `interface` (Quantizer), `scaled` (Scaled: a float scale and its gradient),
 `s3`, `denseshift`, `deepshift` (one method each), `tree` (rules, tree transforms, gradient proxies, role
-masks), `banks` (many layers' latents in one flat array per field, for the train step), `conversion` (from a trained float model: nearest levels, fitted scales, BatchNorm folding),
-`penalty`, `stats` and `dynamics` (level shares, sizes, sign-flip and low-value rates),
+masks), `banks` (many layers' latents in one flat array per field, for the train step), `conversion`
+(from a trained float model: nearest levels, fitted scales, BatchNorm folding), `penalty`, `stats` and `dynamics` (level shares, sizes, sign-flip and low-value rates),
 `binarizers`.
 """
 from s3jax.quant.binarizers import ste_sign, ste_step
@@ -25,10 +25,10 @@ from s3jax.quant.stats import storage_bits, weight_statistics
 from s3jax.quant.dynamics import weight_dynamics
 
 __all__ = [
-    "Banked", "DEFAULT_RESNET_RULES", "bank_tree", "unbank_tree", "DeepShiftPSLatent", "DeepShiftQLatent", "DenseShiftLatent", "Quantizer",
-    "S3Latent", "Scaled", "convert_to_latents", "dense_penalty", "dense_weight_penalty", "from_codes", "init_latent",
+    "Banked", "DEFAULT_RESNET_RULES", "DeepShiftPSLatent", "DeepShiftQLatent", "DenseShiftLatent", "Quantizer",
+    "S3Latent", "Scaled", "bank_tree", "convert_to_latents", "dense_penalty", "dense_weight_penalty", "from_codes", "init_latent",
     "level_values", "materialize", "materialize_tree", "method_names", "method_options", "num_shift_latents", "project",
     "project_tree", "quantized_paths", "quantizer", "quantizer_from_config", "quantizer_of", "role_tree",
-    "ste_sign", "ste_step", "storage_bits", "to_codes", "to_latents", "weight_dynamics",
+    "ste_sign", "ste_step", "storage_bits", "to_codes", "to_latents", "unbank_tree", "weight_dynamics",
     "weight_statistics",
 ]

@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import optax
 
 from s3jax.classification import cross_entropy_loss, eval_sums
-from s3jax.quant import materialize_tree, project_tree, quantized_paths, unbank_tree
+from s3jax.quant import materialize, materialize_tree, project_tree, unbank_tree
+from s3jax.quant.interface import is_latent
 from s3jax.quant.tree import gradient_proxies, proxy_pullback
 from s3jax.training.state import TrainState
 
@@ -69,21 +70,20 @@ def make_train_step(model, tx, schedule, fused_pullback: bool = True):
 
 
 def materialized_once(params, step):
-  """The per-layer weights of `params` (per-layer or banked), each written once to its own buffer and read
-  from there. Behind a `lax.cond` (on `step >= 0`, always true), which XLA does not fuse into: otherwise it
-  recomputes a weight from its latents inside every kernel that reads it, the backward pass's transposed
-  copies included, whose strided reads of the 2+K latents cost 5x the contiguous write on CPU. Banks are
-  split into layers before they are materialized, so each layer reads contiguous slices."""
-  if not quantized_paths(unbank_tree(params)):
-    return params  # nothing to materialize
+  """The per-layer weights of `params` (per-layer or banked latents), each written once to its own buffer
+  and read from there. The quantized ones are made inside a `lax.cond` (both branches alike), which XLA
+  does not fuse into: otherwise it recomputes a weight from its latents inside every kernel that reads
+  it, the backward pass's transposed copies included, whose strided reads of the 2+K latents cost 5x the
+  contiguous write on CPU. Banks are split into layers first, so each layer reads contiguous slices."""
+  leaves, treedef = jax.tree.flatten(unbank_tree(params), is_leaf=is_latent)
+  if not any(is_latent(x) for x in leaves):
+    return params
 
-  def materialize(tree):
-    return materialize_tree(unbank_tree(tree))
+  def quantized_weights(params):
+    return [materialize(x) for x in jax.tree.leaves(unbank_tree(params), is_leaf=is_latent) if is_latent(x)]
 
-  def zeros(tree):  # the other branch, never taken: same shapes
-    return jax.tree.map(lambda x: jnp.zeros(x.shape, x.dtype), jax.eval_shape(materialize, tree))
-
-  return jax.lax.cond(step >= 0, materialize, zeros, params)
+  weights = iter(jax.lax.cond(step >= 0, quantized_weights, quantized_weights, params))
+  return jax.tree.unflatten(treedef, [next(weights) if is_latent(x) else x for x in leaves])
 
 
 def eval_logits(model, params, batch_stats, images):
