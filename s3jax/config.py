@@ -105,8 +105,7 @@ BANK_LATENTS = ("auto", "on", "off")
 
 def banks_latents(config, backend: str) -> bool:
   """Whether training runs on latent banks: 'auto' banks them on accelerators, where each kernel launch
-  costs microseconds, and not on CPU, where XLA's concatenation of the banks' gradients costs more than the
-  kernels it saves (docs/PERFORMANCE.md)."""
+  costs microseconds, and not on CPU, where banks save kernels but not time (docs/PERFORMANCE.md)."""
   choice = config.get("bank_latents", "auto")
   return choice == "on" or (choice == "auto" and backend != "cpu")
 
