@@ -101,7 +101,11 @@ def _unraisable(frame) -> bool:
   return False
 
 
+_INTERRUPTED = threading.Event()  # a Ctrl-C arrived
+
+
 def _raise_interrupt(signum, frame):
+  _INTERRUPTED.set()
   if _unraisable(frame):  # e.g. jax's gc callback: deliver the signal again once that has returned
     threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
     return
@@ -117,12 +121,22 @@ def exit_on_interrupt(consequence: str):
   try:
     yield
   except KeyboardInterrupt:
-    sys.stdout.flush()
-    sys.stderr.write(f"\nerror: interrupted (Ctrl-C); {consequence}.\n")
-    sys.stderr.flush()
-    os._exit(130)  # at once: library threads may still be writing
+    _exit_interrupted(consequence)
+  except SystemExit as exit_:
+    # An error line raised after a Ctrl-C is the interrupt's doing (a checkpoint read it cut short, whose
+    # library reported a read error): say what happened, not what it broke.
+    if exit_.code not in (0, None) and _INTERRUPTED.is_set():
+      _exit_interrupted(consequence)
+    raise
   finally:
     signal.signal(signal.SIGINT, previous)
+
+
+def _exit_interrupted(consequence: str):
+  sys.stdout.flush()
+  sys.stderr.write(f"\nerror: interrupted (Ctrl-C); {consequence}.\n")
+  sys.stderr.flush()
+  os._exit(130)  # at once: library threads may still be writing
 
 
 def run(main, interrupted: str):
