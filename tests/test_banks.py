@@ -56,3 +56,11 @@ def test_a_tree_without_latents_is_unchanged_by_banking():
   chex.assert_trees_all_equal(unbank_tree(banked), PARAMS)
   assert unbank_tree(PARAMS) is PARAMS
   np.testing.assert_array_equal(materialize_tree(banked)["c"]["kernel"], PARAMS["c"]["kernel"])
+
+
+def test_the_train_step_materializes_per_layer_weights_from_banks_of_any_tree():
+  from s3jax.training.steps import materialized_once
+  tree = latents("s3")
+  chex.assert_trees_all_equal(materialized_once(bank_tree(tree), jnp.int32(0)), materialize_tree(tree))
+  # A float model banked (bank_latents on, or auto on an accelerator): no banks, the same plain tree.
+  chex.assert_trees_all_equal(materialized_once(bank_tree(PARAMS), jnp.int32(0)), PARAMS)

@@ -77,7 +77,7 @@ def materialized_once(params, step):
   contiguous write on CPU. Banks are split into layers first, so each layer reads contiguous slices."""
   leaves, treedef = jax.tree.flatten(unbank_tree(params), is_leaf=is_latent)
   if not any(is_latent(x) for x in leaves):
-    return params
+    return jax.tree.unflatten(treedef, leaves)  # a float model, banked or not: its per-layer tree
 
   def quantized_weights(params):
     return [materialize(x) for x in jax.tree.leaves(unbank_tree(params), is_leaf=is_latent) if is_latent(x)]
