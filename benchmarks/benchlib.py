@@ -101,7 +101,9 @@ def synthetic_step(model_name: str, batch: int, image_size: int, bits: int, mesh
   model = create_model(model_name, num_classes, half_precision)
   image_shape = (image_size, image_size, channels)
   state, tx, schedule = create_train_state(config, model, image_shape, 100, mesh)
-  if banks_latents(config, jax.default_backend()) if banked is None else banked:
+  if banked is None:
+    banked = banks_latents(config, jax.default_backend())
+  if banked:
     state = jit_state_conversion(banked_state, mesh)(state)
   step = jit_train_step(model, tx, schedule, mesh, fused_pullback)
   return state, step, synthetic_batch(batch, image_shape, num_classes, mesh)

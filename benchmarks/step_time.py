@@ -3,10 +3,11 @@ r"""What S3 costs over full precision: train-step time, compile time and peak me
   python benchmarks/step_time.py --model=resnet18 --batch=16 --image_size=112
   python benchmarks/step_time.py --model=resnet50 --batch=128 --image_size=224 --half_precision  # GPU
 
-Times the trainer's jitted step for S3 (or --method; at --bits) and full precision (bits=32) of the same model in one
-process, interleaved step by step, and reports medians after warm-up; --compare_unfused adds S3 with the
-pull-back outside the update (the step before the fused one); --compare_memory_scheduler adds both compiled
-with XLA:CPU's memory-optimized schedule. Peak memory is measured in separate child
+Times the trainer's jitted step for S3 (or --method; at --bits) and full precision (bits=32) of the same
+model in one process, interleaved step by step, and reports medians after warm-up. --compare_banks adds
+S3 on latent banks and on per-layer latents (the trainer picks one per backend); --compare_unfused adds
+S3 with the pull-back outside the update (the step before the fused one); --compare_memory_scheduler adds
+both compiled with XLA:CPU's memory-optimized schedule. Peak memory is measured in separate child
 processes (device memory stats on GPU, peak RSS on CPU), plus XLA's own compiled memory analysis and,
 from the compiled HLO, fusion and copy counts. Ends with one JSON line.
 """
@@ -120,7 +121,8 @@ def main(argv):
 
   median = {name: statistics.median(times[name]) for name in names}
   result = {
-      "model": args.model, "method": args.method, "batch": args.batch, "image_size": args.image_size, "bits": args.bits,
+      "model": args.model, "method": args.method, "batch": args.batch, "image_size": args.image_size,
+      "bits": args.bits,
       "half_precision": args.half_precision, "backend": jax.default_backend(),
       "device": jax.devices()[0].device_kind, "devices": jax.device_count(),
       "s3_step_s": round(median["s3"], 5), "fp_step_s": round(median["fp"], 5),

@@ -1,7 +1,7 @@
 r"""Does one of XLA:CPU's own compiler options bring the train step closer to oneDNN-backed frameworks?
 
   python benchmarks/xla_cpu_options.py --model=resnet18 --batch=16 --image_size=112
-  python benchmarks/xla_cpu_options.py --options=default,ynn_eltwise --bits=3,32
+  python benchmarks/xla_cpu_options.py --options=default,ynn_eltwise --bit_widths=3,32
 
 Compiles the trainer's step (`benchlib.synthetic_step`) once per option set and bit width, each as a
 per-executable `compiler_options` dict (never a process-wide XLA flag), times them interleaved in one

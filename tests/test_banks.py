@@ -36,7 +36,7 @@ def test_banks_hold_every_layer_and_the_per_layer_functions_agree(method):
   chex.assert_trees_all_equal(unbank_tree(got), expected)
 
 
-def test_methods_and_dtypes_get_their_own_banks_and_scaled_latents_stay_per_layer():
+def test_methods_and_bit_widths_get_their_own_banks_and_scaled_latents_stay_per_layer():
   tree = latents("s3", rules=((r"a/kernel", "s3"), (r"b/kernel", "deepshift_ps"), (r"c/kernel", None)))
   tree["d"] = s3jax.quant.quantizer("s3", 2).init(jax.random.key(1), (3, 3, 2, 2))
   tree["e"] = s3jax.quant.quantizer("s3", 3, scale="learned").init(jax.random.key(2), (3, 3, 2, 2))

@@ -5,8 +5,8 @@ What users may rely on is listed in `__all__`. The submodules hold the rest, for
 those who extend a method: `interface` (Quantizer), `scaled` (Scaled: a float scale and its gradient),
 `s3`, `denseshift`, `deepshift` (one method each), `tree` (rules, tree transforms, gradient proxies, role
 masks), `banks` (many layers' latents in one flat array per field, for the train step), `conversion`
-(from a trained float model: nearest levels, fitted scales, BatchNorm folding), `penalty`, `stats` and `dynamics` (level shares, sizes, sign-flip and low-value rates),
-`binarizers`.
+(from a trained float model: nearest levels, fitted scales, BatchNorm folding), `penalty`, `stats` and
+`dynamics` (level shares, sizes, sign-flip and low-value rates), `binarizers`.
 """
 from s3jax.quant.binarizers import ste_sign, ste_step
 from s3jax.quant.interface import (Quantizer, materialize, method_names, project, quantizer, quantizer_of,

@@ -63,7 +63,7 @@ class Quantizer(abc.ABC):
   has_zero: ClassVar[bool] = True
   lowest_code: ClassVar[int] = 0  # |code| <= this is the lowest magnitude level (the low-value rate)
   # dL/d(latent) is dL/dW times powers of two, and at most one other constant (ln 2): the same bits in
-  # whatever order XLA evaluates it, which lets the train step fuse it into the update.
+  # whatever order XLA evaluates it, so with SGD the fused train step equals the plain optax chain bit for bit.
   exact_pullback: ClassVar[bool] = False
   # The trainer config's `quant.<key>` entries that set this method's own options: {key: field}.
   config_options: ClassVar[dict[str, str]] = {}
