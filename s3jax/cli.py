@@ -3,6 +3,7 @@ libraries' INFO chatter stays out of the log."""
 import ast
 import contextlib
 import gc
+import io
 import logging
 import os
 import signal
@@ -105,6 +106,11 @@ _INTERRUPTED = threading.Event()  # a Ctrl-C arrived
 
 
 def _raise_interrupt(signum, frame):
+  if not _INTERRUPTED.is_set():
+    # From here on the process only unwinds to its one line: what library threads torn down by the
+    # interrupt print (an asyncio callback's traceback, say) is not shown; `_exit_interrupted` writes to
+    # the real stderr.
+    sys.stderr = io.StringIO()
   _INTERRUPTED.set()
   if _unraisable(frame):  # e.g. jax's gc callback: deliver the signal again once that has returned
     threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
@@ -134,8 +140,8 @@ def exit_on_interrupt(consequence: str):
 
 def _exit_interrupted(consequence: str):
   sys.stdout.flush()
-  sys.stderr.write(f"\nerror: interrupted (Ctrl-C); {consequence}.\n")
-  sys.stderr.flush()
+  sys.__stderr__.write(f"\nerror: interrupted (Ctrl-C); {consequence}.\n")
+  sys.__stderr__.flush()
   os._exit(130)  # at once: library threads may still be writing
 
 
