@@ -61,6 +61,9 @@ def test_a_tree_without_latents_is_unchanged_by_banking():
 def test_the_train_step_materializes_per_layer_weights_from_banks_of_any_tree():
   from s3jax.training.steps import materialized_once
   tree = latents("s3")
-  chex.assert_trees_all_equal(materialized_once(bank_tree(tree), jnp.int32(0)), materialize_tree(tree))
+  banked = bank_tree(tree)
+  chex.assert_trees_all_equal(materialized_once(gradient_proxies(banked), banked, jnp.int32(0)),
+                              materialize_tree(tree))
   # A float model banked (bank_latents on, or auto on an accelerator): no banks, the same plain tree.
-  chex.assert_trees_all_equal(materialized_once(bank_tree(PARAMS), jnp.int32(0)), PARAMS)
+  banked = bank_tree(PARAMS)
+  chex.assert_trees_all_equal(materialized_once(gradient_proxies(banked), banked, jnp.int32(0)), PARAMS)

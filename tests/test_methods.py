@@ -11,6 +11,7 @@ import pytest
 from s3jax import quant
 from s3jax.quant import (DeepShiftPSLatent, DeepShiftQLatent, DenseShiftLatent, S3Latent,
                          Scaled, materialize, quantizer, quantizer_of, to_codes)
+from s3jax.quant.tree import gradient_proxies, proxy_floats, proxy_pullback
 
 sg = jax.lax.stop_gradient
 METHOD_BITS = [("s3", b) for b in (2, 3, 4, 5)] + [("denseshift", b) for b in (2, 3, 4, 5)] + \
@@ -152,6 +153,29 @@ def test_values_and_gradients_match_the_numpy_reference(method, bits):
     fq = jax.grad(lambda l: jnp.sum(fake_quant(l) * g))(lat)
     chex.assert_trees_all_close(grads, fq, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(fake_quant(lat), w_ref, rtol=1e-5)  # x + sg(q - x) itself rounds
+
+
+@pytest.mark.parametrize("method,bits", METHOD_BITS)
+def test_a_packed_gradient_proxy_gives_the_latents_weights_and_gradients(method, bits):
+  """The train step reads one unsigned integer per weight, not the latents, to make the weights and pull
+  dL/dW back: both must be the latents' exactly, at the conventions' edges (zeros, rounding ties) and
+  through a scale too. S3 and DenseShift keep a bit per latent (2**(bits-1) bits); DeepShift-PS keeps
+  round(P) - smin and sign(round(S)) + 1 (at most 7 bits); DeepShift-Q has no proxy."""
+  lat = random_latent(method, bits, jax.random.key(200 + bits))
+  edges = jnp.array([0.0, -0.0, 0.5, -0.5, 1.5, -2.5])
+  lat = jax.tree.map(lambda x: x.at[:6].set(edges), lat)
+  tree = {"plain": lat, "scaled": Scaled(lat, jnp.float32(0.3), learned=False), "bias": jnp.arange(3.0)}
+  proxies = gradient_proxies(tree)
+  if method == "deepshift_q":
+    assert proxies["plain"] is lat
+  else:
+    expected = jnp.uint16 if method in ("s3", "denseshift") and bits == 5 else jnp.uint8
+    assert proxies["plain"].dtype == expected and proxies["plain"].shape == jax.tree.leaves(lat)[0].shape
+    assert proxies["scaled"].latent.dtype == expected
+  weights = quant.materialize_tree(tree)
+  chex.assert_trees_all_equal(quant.materialize_tree(proxy_floats(proxies, tree)), weights)
+  g = jax.tree.map(lambda w: jax.random.normal(jax.random.key(9), w.shape), weights)
+  chex.assert_trees_all_equal(proxy_pullback(proxies, tree, g), jax.vjp(quant.materialize_tree, tree)[1](g)[0])
 
 
 def test_denseshift_three_bit_gradients_in_the_released_form():

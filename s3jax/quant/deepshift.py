@@ -13,6 +13,7 @@ import numpy as np
 
 from s3jax.quant.binarizers import exact_exp2, straight_through
 from s3jax.quant.interface import KernelFans, Quantizer, register_method
+from s3jax.quant.proxies import pack_fields, unpack_fields
 
 SUPPORTED_BITS = (2, 3, 4, 5, 6)
 
@@ -180,9 +181,17 @@ class DeepShiftPSQuantizer(Quantizer):
     return dataclasses.replace(latent, shift=jnp.clip(latent.shift, self.smin, 0))
 
   def gradient_proxy_latent(self, latent):
-    # The gradients read only round(clip(P)) (through W) and sign(round(S)); both are small integers.
-    return DeepShiftPSLatent(shift=jnp.round(jnp.clip(latent.shift, self.smin, 0)).astype(jnp.int8),
-                             sign=jnp.sign(jnp.round(latent.sign)).astype(jnp.int8), bits=latent.bits)
+    # The gradients read only round(clip(P)) (through W) and sign(round(S)): P - smin and S + 1 in bit fields.
+    exponent = jnp.round(jnp.clip(latent.shift, self.smin, 0)).astype(jnp.int32) - self.smin
+    return pack_fields([exponent, jnp.sign(jnp.round(latent.sign)).astype(jnp.int32) + 1], self._proxy_widths)
+
+  def latent_from_proxy(self, proxy, dtype):
+    exponent, sign = unpack_fields(proxy, self._proxy_widths)
+    return DeepShiftPSLatent(shift=(exponent + self.smin).astype(dtype), sign=(sign - 1).astype(dtype), bits=self.bits)
+
+  @property
+  def _proxy_widths(self):
+    return ((-self.smin).bit_length(), 2)
 
   def latent_roles(self, latent):
     return DeepShiftPSLatent(shift="shift", sign="sign", bits=latent.bits)

@@ -15,6 +15,7 @@ import numpy as np
 
 from s3jax.quant.binarizers import exact_exp2, plus_minus_one, straight_through, ste_sign
 from s3jax.quant.interface import KernelFans, Quantizer, register_method
+from s3jax.quant.proxies import pack_sides, unpack_sides
 from s3jax.quant.s3 import shift_exponent
 
 SUPPORTED_BITS = (2, 3, 4, 5)
@@ -77,8 +78,12 @@ class DenseShiftQuantizer(Quantizer):
     return 2.0 ** np.arange(num_chain_links(self.bits) + 1)
 
   def gradient_proxy_latent(self, latent):
-    # As S3's: the sign and steps are straight-through, so ±1 on the right side of zero is enough.
-    return DenseShiftLatent(sign=plus_minus_one(latent.sign >= 0), shift=tuple(plus_minus_one(t > 0) for t in latent.shift))
+    # As S3's: the sign and steps are straight-through, so the side of zero of each latent is enough.
+    return pack_sides([latent.sign >= 0, *(t > 0 for t in latent.shift)])
+
+  def latent_from_proxy(self, proxy, dtype):
+    sign, *shift = unpack_sides(proxy, 1 + num_chain_links(self.bits), dtype)
+    return DenseShiftLatent(sign=sign, shift=tuple(shift))
 
   def latent_roles(self, latent):
     return DenseShiftLatent(sign="sign", shift=("shift",) * len(latent.shift))

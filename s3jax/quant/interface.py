@@ -115,11 +115,13 @@ class Quantizer(abc.ABC):
     return latent
 
   def gradient_proxy_latent(self, latent):
-    """A latent of the same structure with small-integer (int8) leaves whose materialize has exactly the
-    same gradients as `latent`'s, or None. Methods whose gradients depend only on the discrete state
-    (signs, steps, rounded shifts) define it, so that a train step can keep that state (1 byte a latent)
-    instead of the float latents for the pull-back; see `s3jax.quant.tree.proxy_pullback`."""
+    """One unsigned integer per weight (`s3jax.quant.proxies`) with all that the latent's weight and gradients
+    depend on, or None; a train step reads it instead of the latents (`s3jax.quant.tree.gradient_proxies`)."""
     return None
+
+  def latent_from_proxy(self, proxy, dtype):
+    """A latent of `dtype` with exactly the weight and gradients of the one `proxy` was taken from."""
+    raise NotImplementedError(f"{self.method} has no gradient proxy.")
 
   def conversion_levels(self) -> np.ndarray:
     """The levels a float weight is converted to (`s3jax.quant.conversion`): `levels()`, less any the
@@ -185,13 +187,6 @@ class Quantizer(abc.ABC):
       return dataclasses.replace(latent, latent=self.project_latent(latent.latent))
     return self.project_latent(latent)
 
-  def gradient_proxy(self, latent):
-    """`gradient_proxy_latent` through a `Scaled` wrapper (the scale is kept as it is), or None."""
-    if isinstance(latent, Scaled):
-      proxy = self.gradient_proxy_latent(latent.latent)
-      return None if proxy is None else dataclasses.replace(latent, latent=proxy)
-    return self.gradient_proxy_latent(latent)
-
   def roles(self, latent):
     if isinstance(latent, Scaled):
       return Scaled(self.latent_roles(latent.latent), "log_scale" if latent.learned else "scale", latent.learned,
@@ -208,8 +203,7 @@ def quantizer(method: str, bits: int = 3, **options) -> Quantizer:
   """The quantizer of `method` ('s3', 'denseshift', 'deepshift_q', 'deepshift_ps') at `bits`.
 
   Options: scale ('none' | 'fixed' | 'learned'), scale_gradient ('outside' | 'through', see `Scaled`),
-  layout ('auto' | 'conv' | 'dense'), dense_in_axes, and
-  the method's own (s3: init='normal' | 'dense').
+  layout ('auto' | 'conv' | 'dense'), dense_in_axes, and the method's own (s3: init='normal' | 'dense').
   """
   cls = method_class(method)
   fields = {f.name for f in dataclasses.fields(cls)}

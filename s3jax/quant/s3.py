@@ -15,8 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from s3jax.errors import ConfigError
-from s3jax.quant.binarizers import exact_exp2, plus_minus_one, ste_sign, ste_step
+from s3jax.quant.binarizers import exact_exp2, ste_sign, ste_step
 from s3jax.quant.interface import KernelFans, Quantizer, kernel_fans, register_method
+from s3jax.quant.proxies import pack_sides, unpack_sides
 
 SUPPORTED_BITS = (2, 3, 4, 5)
 INIT_SCHEMES = ("normal", "dense")
@@ -174,8 +175,11 @@ class S3Quantizer(Quantizer):
   def gradient_proxy_latent(self, latent):
     # The straight-through sign and steps pass gradients through unchanged, so only which side of zero
     # each latent lies on matters: ±1 reproduces sgn and step exactly (sgn(0) = +1, step(0) = 0).
-    return S3Latent(sign=plus_minus_one(latent.sign >= 0), sparse=plus_minus_one(latent.sparse > 0),
-                    shift=tuple(plus_minus_one(s > 0) for s in latent.shift))
+    return pack_sides([latent.sign >= 0, latent.sparse > 0, *(s > 0 for s in latent.shift)])
+
+  def latent_from_proxy(self, proxy, dtype):
+    sign, sparse, *shift = unpack_sides(proxy, 2 + num_shift_latents(self.bits), dtype)
+    return S3Latent(sign=sign, sparse=sparse, shift=tuple(shift))
 
   def magnitudes(self):
     return 2.0 ** np.arange(num_shift_latents(self.bits) + 1)

@@ -153,26 +153,42 @@ def project_tree(tree):
 
 
 def gradient_proxies(tree):
-  """Each latent replaced by its method's int8 gradient proxy where it has one (the latent itself where
-  not): what `proxy_pullback` needs of the latents, at a byte per latent instead of four."""
+  """Each latent replaced by its method's gradient proxy (`Quantizer.gradient_proxy_latent`, a `Scaled`
+  keeping its scale) where it has one, the latent itself where not: all that `proxy_pullback` and the
+  weights need of the latents, in 1-2 bytes a weight instead of 4 per latent."""
 
   def proxy(x):
     if not is_latent(x):
       return x
-    small = quantizer_of(x).gradient_proxy(x)
-    return x if small is None else small
+    q, latent = quantizer_of(x), x.latent if isinstance(x, Scaled) else x
+    packed = q.gradient_proxy_latent(latent)
+    if packed is None:
+      return x
+    return dataclasses.replace(x, latent=packed) if isinstance(x, Scaled) else packed
 
   return jax.tree.map(proxy, tree, is_leaf=is_latent)
 
 
+def proxy_floats(proxies, like):
+  """`gradient_proxies(like)` back as latents in the dtypes of `like`'s: the same weights and gradients."""
+
+  def floats(x, p):
+    if not is_latent(x) or jax.tree.structure(p) == jax.tree.structure(x):
+      return p  # an ordinary parameter, or a latent of a method without a proxy
+    q, latent = quantizer_of(x), x.latent if isinstance(x, Scaled) else x
+    unpacked = q.latent_from_proxy(p.latent if isinstance(x, Scaled) else p, jax.tree.leaves(latent)[0].dtype)
+    return dataclasses.replace(p, latent=unpacked) if isinstance(x, Scaled) else unpacked
+
+  return jax.tree.map(floats, like, proxies, is_leaf=is_latent)
+
+
 def proxy_pullback(proxies, like, weight_grads):
   """dL/d(latents) from dL/dW, exactly `jax.vjp(materialize_tree, params)[1](weight_grads)`, computed from
-  `gradient_proxies(params)`. `like` gives each latent leaf's dtype (its shapes or values, e.g. `params`).
+  `gradient_proxies(params)`; `like` is `params` (or their shapes).
 
   A train step can take the proxies before its update and pull back after it has started overwriting the
   latents in place: nothing here reads them."""
-  floats = jax.tree.map(lambda p, x: jnp.asarray(p).astype(x.dtype), proxies, like)
-  return jax.vjp(materialize_tree, floats)[1](weight_grads)[0]
+  return jax.vjp(materialize_tree, proxy_floats(proxies, like))[1](weight_grads)[0]
 
 
 def exact_pullback(tree) -> bool:

@@ -6,7 +6,7 @@ import optax
 from s3jax.classification import cross_entropy_loss, eval_sums
 from s3jax.quant import materialize, materialize_tree, project_tree, unbank_tree
 from s3jax.quant.interface import is_latent
-from s3jax.quant.tree import gradient_proxies, proxy_pullback
+from s3jax.quant.tree import gradient_proxies, proxy_floats, proxy_pullback
 from s3jax.training.state import TrainState
 
 
@@ -20,16 +20,17 @@ def make_train_step(model, tx, schedule, fused_pullback: bool = True):
 
   The pull-back runs inside the non-finite guard's `lax.cond`, next to the optimizer update, so XLA fuses
   each latent's gradient into its update and never writes the 2+K latent gradients to memory. It reads
-  the latents' int8 gradient proxies (`quant.gradient_proxies`, taken before the cond), not the latents:
-  a latent's gradient reads the other latents of its layer, which the in-place update overwrites, and XLA
-  would otherwise copy every latent first (docs/PERFORMANCE.md). `fused_pullback=False` is the step
-  before this one (pull-back before the cond), kept to compare with.
+  the latents' packed gradient proxies (`quant.gradient_proxies`: one integer a weight, taken before the
+  cond), not the latents: a latent's gradient reads the other latents of its layer, which the in-place
+  update overwrites, and XLA would otherwise copy every latent first (docs/PERFORMANCE.md). The weights
+  are made from the proxies too. `fused_pullback=False` is the step before this one (pull-back before
+  the cond), kept to compare with.
   """
 
   def train_step(state: TrainState, batch):
     if fused_pullback:
-      weights = materialized_once(state.params, state.step)
       proxies = gradient_proxies(state.params)
+      weights = materialized_once(proxies, state.params, state.step)
       pullback = lambda weight_grads: proxy_pullback(proxies, state.params, weight_grads)
     else:
       weights, vjp = jax.vjp(jax.checkpoint(materialize_tree), state.params)
@@ -69,20 +70,23 @@ def make_train_step(model, tx, schedule, fused_pullback: bool = True):
   return train_step
 
 
-def materialized_once(params, step):
-  """The per-layer weights of `params` (per-layer or banked latents), each written once to its own buffer
-  and read from there. The quantized ones are made inside a `lax.cond` (both branches alike), which XLA
-  does not fuse into: otherwise it recomputes a weight from its latents inside every kernel that reads
-  it, the backward pass's transposed copies included, whose strided reads of the 2+K latents cost 5x the
-  contiguous write on CPU. Banks are split into layers first, so each layer reads contiguous slices."""
-  leaves, treedef = jax.tree.flatten(unbank_tree(params), is_leaf=is_latent)
+def materialized_once(proxies, like, step):
+  """The per-layer weights of the params `like` (per-layer or banked latents), made from their gradient
+  proxies (`quant.gradient_proxies(like)`: a proxy materializes to its latent's weight, exactly, from a
+  byte instead of four), each written once to its own buffer and read from there. The quantized ones are
+  made inside a `lax.cond` (both branches alike), which XLA does not fuse into: otherwise it recomputes a
+  weight from its latents inside every kernel that reads it, the backward pass's transposed copies
+  included, whose strided reads of the 2+K latents cost 5x the contiguous write on CPU. Banks are split
+  into layers first, so each layer reads contiguous slices."""
+  leaves, treedef = jax.tree.flatten(unbank_tree(like), is_leaf=is_latent)
   if not any(is_latent(x) for x in leaves):
     return jax.tree.unflatten(treedef, leaves)  # a float model, banked or not: its per-layer tree
 
-  def quantized_weights(params):
-    return [materialize(x) for x in jax.tree.leaves(unbank_tree(params), is_leaf=is_latent) if is_latent(x)]
+  def quantized_weights(proxies):
+    sources = jax.tree.leaves(unbank_tree(proxy_floats(proxies, like)), is_leaf=is_latent)
+    return [materialize(x) for x in sources if is_latent(x)]
 
-  weights = iter(jax.lax.cond(step >= 0, quantized_weights, quantized_weights, params))
+  weights = iter(jax.lax.cond(step >= 0, quantized_weights, quantized_weights, proxies))
   return jax.tree.unflatten(treedef, [next(weights) if is_latent(x) else x for x in leaves])
 
 
