@@ -29,7 +29,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.init_from = ""              # a float run's workdir or an Orbax checkpoint: convert it and start there
                                 # (s3jax.training.init_from); '' = random init
   c.nonfinite = "stop"          # a non-finite loss: 'stop' (keep the last good checkpoint) or 'skip' the step
-  c.bank_latents = "auto"       # train on latent banks (s3jax.quant.banks): 'auto' (= on), 'on', 'off'
+  c.bank_latents = "auto"       # train on latent banks (s3jax.quant.banks): 'auto' (not on CPU), 'on', 'off'
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "imagenet2012"
@@ -104,11 +104,10 @@ BANK_LATENTS = ("auto", "on", "off")
 
 
 def banks_latents(config, backend: str) -> bool:
-  """Whether training runs on latent banks: 'auto' banks them on every backend so far. On CPU they save
-  a fifth of the step's kernels and a third of its compile time, and cost about 2.5% of step time against
-  per-layer latents ('off'); the GPU/TPU trade is still to be measured (docs/PERFORMANCE.md)."""
-  del backend  # 'auto' may depend on it once accelerator figures are in
-  return config.get("bank_latents", "auto") != "off"
+  """Whether training runs on latent banks: 'auto' banks them on accelerators, where each kernel launch
+  costs microseconds, and not on CPU, where banks save kernels but not time (docs/PERFORMANCE.md)."""
+  choice = config.get("bank_latents", "auto")
+  return choice == "on" or (choice == "auto" and backend != "cpu")
 
 
 def _check(ok: bool, message: str):
