@@ -160,11 +160,8 @@ def gradient_proxies(tree):
   def proxy(x):
     if not is_latent(x):
       return x
-    q, latent = quantizer_of(x), x.latent if isinstance(x, Scaled) else x
-    packed = q.gradient_proxy_latent(latent)
-    if packed is None:
-      return x
-    return dataclasses.replace(x, latent=packed) if isinstance(x, Scaled) else packed
+    packed = quantizer_of(x).gradient_proxy_latent(_unscaled(x))
+    return x if packed is None else _rescaled(x, packed)
 
   return jax.tree.map(proxy, tree, is_leaf=is_latent)
 
@@ -175,11 +172,19 @@ def proxy_floats(proxies, like):
   def floats(x, p):
     if not is_latent(x) or jax.tree.structure(p) == jax.tree.structure(x):
       return p  # an ordinary parameter, or a latent of a method without a proxy
-    q, latent = quantizer_of(x), x.latent if isinstance(x, Scaled) else x
-    unpacked = q.latent_from_proxy(p.latent if isinstance(x, Scaled) else p, jax.tree.leaves(latent)[0].dtype)
-    return dataclasses.replace(p, latent=unpacked) if isinstance(x, Scaled) else unpacked
+    dtype = jax.tree.leaves(_unscaled(x))[0].dtype
+    return _rescaled(p, quantizer_of(x).latent_from_proxy(_unscaled(p), dtype))
 
   return jax.tree.map(floats, like, proxies, is_leaf=is_latent)
+
+
+def _unscaled(x):
+  return x.latent if isinstance(x, Scaled) else x
+
+
+def _rescaled(like, unscaled):
+  """`unscaled` in place of `like`'s unscaled part, inside `like`'s `Scaled` wrapper (scale kept) if any."""
+  return dataclasses.replace(like, latent=unscaled) if isinstance(like, Scaled) else unscaled
 
 
 def proxy_pullback(proxies, like, weight_grads):

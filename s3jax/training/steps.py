@@ -72,8 +72,8 @@ def make_train_step(model, tx, schedule, fused_pullback: bool = True):
 
 def materialized_once(proxies, like, step):
   """The per-layer weights of the params `like` (per-layer or banked latents), made from their gradient
-  proxies (`quant.gradient_proxies(like)`: a proxy materializes to its latent's weight, exactly, from a
-  byte instead of four), each written once to its own buffer and read from there. The quantized ones are
+  proxies (`quant.gradient_proxies(like)`: a proxy materializes to its latent's weight, exactly, from 1-2
+  bytes instead of 4 per latent), each written once to its own buffer and read from there. The quantized ones are
   made inside a `lax.cond` (both branches alike), which XLA does not fuse into: otherwise it recomputes a
   weight from its latents inside every kernel that reads it, the backward pass's transposed copies
   included, whose strided reads of the 2+K latents cost 5x the contiguous write on CPU. Banks are split
