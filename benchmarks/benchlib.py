@@ -4,6 +4,7 @@ of the library: the scripts here (and tests/test_benchmarks.py) import it as `be
 The step is the trainer's own (`s3jax.training.loop.jit_train_step`) on random images, so what is measured
 is what trains.
 """
+import functools
 import os
 import re
 import sys
@@ -13,7 +14,7 @@ import jax
 import numpy as np
 from absl import flags
 
-from s3jax.config import banks_latents, base_config
+from s3jax.config import base_config, latent_banking
 from s3jax.models import create_model
 from s3jax.training import sharding
 from s3jax.training.loop import jit_train_step
@@ -91,20 +92,20 @@ def synthetic_batch(batch: int, image_shape, num_classes: int, mesh):
 
 def synthetic_step(model_name: str, batch: int, image_size: int, bits: int, mesh=None,
                    num_classes: int = 1000, half_precision: bool = False, channels: int = 3,
-                   method: str = "s3", fused_pullback: bool = True, banked: bool | None = None):
+                   method: str = "s3", fused_pullback: bool = True, bank_latents: str = "auto"):
   """(state, jitted train step, global batch) for `synthetic_config`'s model, method and bit width: the
-  trainer's step. `banked`: latent banks on or off (None: the trainer's choice for this backend,
-  `s3jax.config.banks_latents`); `fused_pullback=False`: the step before the fused one, to compare.
+  trainer's step. `bank_latents`: the config's choice of latent banks ('auto': the trainer's for this
+  backend, `s3jax.config.latent_banking`); `fused_pullback=False`: the step before the fused one, to compare.
   """
   mesh = mesh or sharding.make_data_mesh()
   config = synthetic_config(model_name, batch, bits, num_classes, half_precision, method)
   model = create_model(model_name, num_classes, half_precision)
   image_shape = (image_size, image_size, channels)
   state, tx, schedule = create_train_state(config, model, image_shape, 100, mesh)
-  if banked is None:
-    banked = banks_latents(config, jax.default_backend())
+  config.bank_latents = bank_latents
+  banked, max_size = latent_banking(config, jax.default_backend())
   if banked:
-    state = jit_state_conversion(banked_state, mesh)(state)
+    state = jit_state_conversion(functools.partial(banked_state, max_size=max_size), mesh)(state)
   step = jit_train_step(model, tx, schedule, mesh, fused_pullback)
   return state, step, synthetic_batch(batch, image_shape, num_classes, mesh)
 

@@ -5,7 +5,8 @@ r"""What S3 costs over full precision: train-step time, compile time and peak me
 
 Times the trainer's jitted step for S3 (or --method; at --bits) and full precision (bits=32) of the same
 model in one process, interleaved step by step, and reports medians after warm-up. --compare_banks adds
-S3 on latent banks and on per-layer latents (the trainer picks one per backend); --compare_unfused adds
+S3 with every layer's latents in banks and with none (the trainer banks the small layers on CPU, every
+layer elsewhere); --compare_unfused adds
 S3 with the pull-back outside the update (the step before the fused one); --compare_memory_scheduler adds
 both compiled with XLA:CPU's memory-optimized schedule. Peak memory is measured in separate child
 processes (device memory stats on GPU, peak RSS on CPU), plus XLA's own compiled memory analysis and,
@@ -27,7 +28,8 @@ from s3jax.cli import parse_flags
 from s3jax.training import sharding
 
 VARIANTS = ("s3", "fp", "s3_unfused", "s3_banked", "s3_per_layer")
-BANKED = {"s3_banked": True, "s3_per_layer": False, "s3_unfused": False}  # else the trainer's choice
+# --config.bank_latents of each variant; the others take the trainer's ('auto').
+BANK_LATENTS = {"s3_banked": "on", "s3_per_layer": "off", "s3_unfused": "off"}
 # XLA:CPU's memory-optimized schedule, per executable (the default is concurrency-optimized).
 MEMORY_SCHEDULER = {"xla_cpu_scheduler_type": "CPU_SCHEDULER_TYPE_MEMORY_OPTIMIZED"}
 SCHEDULER_VARIANTS = ("s3_memory_scheduler", "fp_memory_scheduler")
@@ -41,8 +43,8 @@ flags.DEFINE_integer("warmup", 2, "Untimed steps before timing.")
 flags.DEFINE_bool("half_precision", False, "Compute in bfloat16.")
 flags.DEFINE_bool("skip_memory", False, "Skip the memory child processes.")
 flags.DEFINE_bool("compare_unfused", False, "Also time S3 with the pull-back outside the update.")
-flags.DEFINE_bool("compare_banks", False, "Also time S3 on latent banks and on per-layer latents (whichever "
-                  "the trainer does not choose here is the extra one; both are listed).")
+flags.DEFINE_bool("compare_banks", False, "Also time S3 with every layer's latents in banks and with "
+                  "per-layer latents only (the trainer's own choice is the 's3' variant).")
 flags.DEFINE_bool("compare_memory_scheduler", False,
                   "Also time S3 and FP compiled with XLA:CPU's memory-optimized schedule.")
 flags.DEFINE_enum("only", None, VARIANTS, "Internal: run one variant in a child process (peak memory).")
@@ -53,7 +55,7 @@ def build(args, variant, mesh):
   state, step, batch = synthetic_step(args.model, args.batch, args.image_size, bits, mesh,
                                       args.num_classes, args.half_precision, method=args.method,
                                       fused_pullback=variant != "s3_unfused",
-                                      banked=BANKED.get(variant))
+                                      bank_latents=BANK_LATENTS.get(variant, "auto"))
   options = MEMORY_SCHEDULER if variant in SCHEDULER_VARIANTS else None
   compiled, compile_s = compiled_step(state, step, batch, options)
   return {"state": state, "step": compiled, "batch": batch, "compile_s": compile_s,

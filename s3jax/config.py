@@ -29,7 +29,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.init_from = ""              # a float run's workdir or an Orbax checkpoint: convert it and start there
                                 # (s3jax.training.init_from); '' = random init
   c.nonfinite = "stop"          # a non-finite loss: 'stop' (keep the last good checkpoint) or 'skip' the step
-  c.bank_latents = "auto"       # train on latent banks (s3jax.quant.banks): 'auto' (not on CPU), 'on', 'off'
+  c.bank_latents = "auto"       # train on latent banks (s3jax.quant.banks): 'on' (every layer), 'small' (layers
+                                # of at most 2**20 weights), 'off'; 'auto': 'small' on CPU, 'on' elsewhere
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "imagenet2012"
@@ -100,14 +101,21 @@ def mnist_config() -> ml_collections.ConfigDict:
   return c
 
 
-BANK_LATENTS = ("auto", "on", "off")
+BANK_LATENTS = ("auto", "on", "small", "off")
+SMALL_LAYER_WEIGHTS = 2**20  # 'small' banks layers of at most this many weights
 
 
-def banks_latents(config, backend: str) -> bool:
-  """Whether training runs on latent banks: 'auto' banks them on accelerators, where each kernel launch
-  costs microseconds, and not on CPU, where banks save kernels but not time (docs/PERFORMANCE.md)."""
+def latent_banking(config, backend: str) -> tuple[bool, int | None]:
+  """(whether training runs on latent banks, the most weights a banked layer has: None for any).
+
+  'auto' banks every layer on accelerators, where each kernel launch costs microseconds, and only the
+  small layers on CPU: there the few large ones keep their own kernels, long enough to amortize a launch,
+  which XLA:CPU runs concurrently, while a bank's update runs as a few long serial kernels after a copy of
+  dL/dW (docs/PERFORMANCE.md)."""
   choice = config.get("bank_latents", "auto")
-  return choice == "on" or (choice == "auto" and backend != "cpu")
+  if choice == "auto":
+    choice = "small" if backend == "cpu" else "on"
+  return choice != "off", SMALL_LAYER_WEIGHTS if choice == "small" else None
 
 
 def _check(ok: bool, message: str):

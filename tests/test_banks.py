@@ -67,3 +67,28 @@ def test_the_train_step_materializes_per_layer_weights_from_banks_of_any_tree():
   # A float model banked (bank_latents on, or auto on an accelerator): no banks, the same plain tree.
   banked = bank_tree(PARAMS)
   chex.assert_trees_all_equal(materialized_once(gradient_proxies(banked), banked, jnp.int32(0)), PARAMS)
+
+
+def test_a_size_limit_banks_the_small_layers_and_keeps_the_large_ones_per_layer():
+  from s3jax.quant.interface import is_latent
+  tree = latents("s3")  # a: 288 weights, b: 576, c: 40
+  banked = bank_tree(tree, max_size=288)
+  (bank,) = banked.banks
+  assert all(leaf.shape == (288 + 40,) for leaf in jax.tree.leaves(bank))
+  assert is_latent(banked.rest["b"]["kernel"])  # 576 weights: its own latent, in the rest
+  chex.assert_trees_all_equal(unbank_tree(banked), tree)
+  chex.assert_trees_all_equal(materialize_tree(banked), materialize_tree(tree))
+  weight_grads = jax.tree.map(lambda w: jnp.linspace(-1, 1, w.size).reshape(w.shape), materialize_tree(tree))
+  expected = jax.vjp(materialize_tree, tree)[1](weight_grads)[0]
+  chex.assert_trees_all_equal(unbank_tree(proxy_pullback(gradient_proxies(banked), banked, weight_grads)),
+                              expected)
+
+
+@pytest.mark.parametrize("choice,backend,expected", [
+    ("auto", "cpu", (True, 2**20)), ("auto", "gpu", (True, None)), ("auto", "tpu", (True, None)),
+    ("on", "cpu", (True, None)), ("small", "gpu", (True, 2**20)), ("off", "gpu", (False, None))])
+def test_the_trainer_banks_small_layers_on_cpu_and_every_layer_on_accelerators(choice, backend, expected):
+  from s3jax.config import base_config, latent_banking
+  config = base_config()
+  config.bank_latents = choice
+  assert latent_banking(config, backend) == expected

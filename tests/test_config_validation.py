@@ -30,7 +30,7 @@ def assert_one_line_error(result, expected: str):
     ("optim.lr=-0.1", "optim.lr=-0.1 must be > 0"),
     ("num_epochs=0", "num_epochs=0 must be > 0"),
     ("nonfinite=ignore", "nonfinite='ignore' is unknown"),
-    ("bank_latents=yes", "bank_latents='yes' is unknown; use one of ('auto', 'on', 'off')"),
+    ("bank_latents=yes", "bank_latents='yes' is unknown; use one of ('auto', 'on', 'small', 'off')"),
 ])
 def test_bad_config_value(tmp_path, override, expected):
   assert_one_line_error(run_cli("digits", tmp_path, override), expected)

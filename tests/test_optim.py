@@ -176,7 +176,9 @@ class _TinyNet(nn.Module):
     return nn.Dense(10)(x.mean(axis=(1, 2)))
 
 
-@pytest.mark.parametrize("banked", [False, True], ids=["per_layer", "banked"])
+# Banks: none; every layer's latents; only layers of at most 100 weights (the first conv's 72, not the
+# second's 576): a state whose latents are part banked, part per layer, as the trainer's 'auto' on CPU.
+@pytest.mark.parametrize("banked", [False, True, 100], ids=["per_layer", "banked", "small_banked"])
 @pytest.mark.parametrize("method,scale,optimizer", [
     ("s3", "none", "sgd"), ("deepshift_ps", "none", "sgd"), ("deepshift_q", "none", "sgd"),
     ("s3", "learned", "sgd"), ("denseshift", "none", "sgd"), ("s3", "none", "radam")])
@@ -202,8 +204,9 @@ def test_train_step_matches_the_optax_chain(method, scale, optimizer, banked):
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables["batch_stats"],
                      opt_state=tx.init(params))
   if banked:
-    state = banked_state(state)
+    state = banked_state(state, max_size=None if banked is True else banked)
     assert len(state.params.banks) == (0 if scale != "none" else 1)
+    assert [len(jax.tree.leaves(b)[0]) for b in state.params.banks] in ([], [72 + 576], [72])
   step = jax.jit(make_train_step(model, tx, schedule))
   # Bit for bit where the pull-back multiplies dL/dW only by powers of two (and ln 2) and SGD updates.
   exact = s3jax.quant.tree.exact_pullback(params) and optimizer == "sgd"

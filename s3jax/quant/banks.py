@@ -5,7 +5,8 @@ fields, so they can run on all layers at once. A params tree with its latents ba
 the train step's latent work a few kernels over the whole model instead of a dozen per layer: one bank per
 latent structure (method and bit width) and dtype, each field the layers' latents flattened and
 concatenated in tree order. `unbank_tree` gives back the per-layer tree, which is what checkpoints,
-exports and every tool read. Latents with a scale (`Scaled`) stay per layer.
+exports and every tool read. Latents with a scale (`Scaled`) stay per layer, and so do latents larger
+than the `max_size` asked for (`bank_tree`).
 """
 import dataclasses
 from typing import Any
@@ -37,23 +38,25 @@ class Banked:
   banks: tuple
 
 
-def _bankable(x) -> bool:
+def _bankable(x, max_size: int | None) -> bool:
   if not is_latent(x) or isinstance(x, Scaled):
     return False
   leaves = jax.tree.leaves(x)
-  return bool(leaves) and all(l.shape == leaves[0].shape and l.dtype == leaves[0].dtype for l in leaves)
+  return (bool(leaves) and all(l.shape == leaves[0].shape and l.dtype == leaves[0].dtype for l in leaves)
+          and (max_size is None or int(np.prod(leaves[0].shape, dtype=np.int64)) <= max_size))
 
 
 def _group_key(latent):
   return jax.tree.structure(latent), jnp.dtype(jax.tree.leaves(latent)[0].dtype).name
 
 
-def bank_tree(tree) -> Banked:
-  """`tree` with its unscaled latents moved into banks. Works on arrays and on abstract shapes."""
+def bank_tree(tree, max_size: int | None = None) -> Banked:
+  """`tree` with its unscaled latents moved into banks; with `max_size`, only the latents of at most that
+  many weights (larger ones stay per layer). Works on arrays and on abstract shapes."""
   keys, members, sizes = [], [], []
 
   def to_slot(x):
-    if not _bankable(x):
+    if not _bankable(x, max_size):
       return x
     key = _group_key(x)
     if key not in keys:

@@ -8,7 +8,7 @@ import jax
 from absl import logging
 
 from s3jax import data, quant, workdir as records
-from s3jax.config import banks_latents, validate_config
+from s3jax.config import latent_banking, validate_config
 from s3jax.errors import ConfigError
 from s3jax.models import create_model
 from s3jax.training import checkpointing, init_from, sharding
@@ -91,8 +91,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   writer.truncate_after(start_step)
 
   per_layer = None  # checkpoints always hold the per-layer state
-  if banks_latents(config, jax.default_backend()):
-    state = jit_state_conversion(banked_state, mesh)(state)
+  banked, max_size = latent_banking(config, jax.default_backend())
+  if banked:
+    state = jit_state_conversion(functools.partial(banked_state, max_size=max_size), mesh)(state)
     per_layer = jit_state_conversion(unbanked_state, mesh)
   train_step = jit_train_step(model, tx, schedule, mesh)
   weight_statistics = make_weight_statistics(config.quant.rules, mesh)

@@ -1,5 +1,6 @@
 """The train state: parameters (latents where quantized), BatchNorm statistics, optimizer state, and the
 signs the weight dynamics compare against. Built and restored from abstract shapes, never twice."""
+import functools
 from typing import Any
 
 import flax
@@ -65,12 +66,14 @@ def create_train_state(config, model, input_shape, steps_per_epoch: int, mesh):
   return init(jax.random.key(config.seed)), tx, schedule
 
 
-def banked_state(state: TrainState) -> TrainState:
-  """The state with its latents in banks (`s3jax.quant.banks`), in the params and in every optimizer-state
-  subtree shaped like them (momenta, RAdam's moments): what the train step runs on."""
+def banked_state(state: TrainState, max_size: int | None = None) -> TrainState:
+  """The state with its latents in banks (`s3jax.quant.banks`; with `max_size`, those of layers of at most
+  that many weights), in the params and in every optimizer-state subtree shaped like them (momenta, RAdam's
+  moments): what the train step runs on."""
   structure = jax.tree.structure(state.params)
-  opt_state = map_banked_subtrees(state.opt_state, bank_tree, lambda x: jax.tree.structure(x) == structure)
-  return state.replace(params=bank_tree(state.params), opt_state=opt_state)
+  bank = functools.partial(bank_tree, max_size=max_size)
+  opt_state = map_banked_subtrees(state.opt_state, bank, lambda x: jax.tree.structure(x) == structure)
+  return state.replace(params=bank(state.params), opt_state=opt_state)
 
 
 def unbanked_state(state: TrainState) -> TrainState:
