@@ -145,3 +145,37 @@ def test_same_config_and_seed_give_identical_metrics(tmp_path):
     train_and_evaluate(config, str(tmp_path / name))
   a, b = (open(tmp_path / n / "metrics.jsonl").read() for n in ("a", "b"))
   assert a == b and a.count("\n") == 12
+
+
+def test_a_read_only_store_opens_while_a_run_deletes_old_steps(tmp_path):
+  """export/evaluate open a workdir's checkpoints while its trainer may be deleting old steps
+  (keep_checkpoints): Orbax then met a listed step gone (FileNotFoundError, in about 1 open of 4 under
+  this churn) and the tool died with a traceback. A read-only store lists again."""
+  import threading
+  import jax.numpy as jnp
+  from s3jax.training.checkpointing import CheckpointStore
+  directory = tmp_path / "checkpoints"
+  store = CheckpointStore(str(directory), max_to_keep=100)
+  store.save(1, {"w": jnp.ones((8, 8))})
+  store.close()
+  stop = threading.Event()
+
+  def churn():  # what a trainer with max_to_keep=2 does: a step appears (renamed in whole), an old one goes
+    k = 2
+    while not stop.is_set():
+      shutil.copytree(directory / "1", directory / f"{k}.orbax-checkpoint-tmp-0")
+      os.rename(directory / f"{k}.orbax-checkpoint-tmp-0", directory / str(k))
+      if k > 3:
+        shutil.rmtree(directory / str(k - 2))
+      k += 1
+
+  thread = threading.Thread(target=churn)
+  thread.start()
+  try:
+    for _ in range(40):
+      reader = CheckpointStore(str(directory), read_only=True)
+      assert 1 in reader.all_steps()
+      reader.close()
+  finally:
+    stop.set()
+    thread.join()

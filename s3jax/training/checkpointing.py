@@ -9,6 +9,7 @@ Nothing a user trained is ever deleted or moved for a reason other than unreadab
   `<workdir>/checkpoints_unreadable/` and the previous step is restored instead, with a warning.
 - A failed save (no space left, say) stops the run with one line; the last good checkpoint stays.
 """
+import contextlib
 import re
 import shutil
 import time
@@ -31,9 +32,7 @@ def _shapes(tree) -> dict:
 
 
 def _describe(value) -> str:
-  if isinstance(value, dict):
-    return " ".join(f"{k}={v}" for k, v in value.items())
-  return str(value)
+  return " ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
 
 
 def _describe_error(err: Exception) -> str:
@@ -53,9 +52,8 @@ def _save_failure_reason(err: Exception) -> str:
 
 def quant_identity(config) -> dict:
   """What a checkpoint records of the method, so that another method or bit width cannot resume it."""
-  if config.quant.method == "float":
-    return {"method": "float"}
-  return {"method": config.quant.method, "bits": int(config.quant.bits), "scale": config.quant.scale}
+  q = config.quant
+  return {"method": "float"} if q.method == "float" else {"method": q.method, "bits": int(q.bits), "scale": q.scale}
 
 
 def check_same_structure(saved_tree, abstract_tree, where: str, fix: str):
@@ -65,16 +63,15 @@ def check_same_structure(saved_tree, abstract_tree, where: str, fix: str):
     return
   path = sorted(set(saved.items()) ^ set(expected.items()))[0][0]
   here, there = expected.get(path, "absent"), saved.get(path, "absent")
-  model = path.startswith(("params", "batch_stats"))
-  what = "was written for a different model" if model else "does not fit this config"
+  what = ("was written for a different model" if path.startswith(("params", "batch_stats"))
+          else "does not fit this config")
   raise ConfigError(f"{where} {what} ({path}: checkpoint {there}, config {here}){fix}")
 
 
 def read_variables(item: epath.Path, abstract_variables: dict, where: str, fix: str,
                    mismatch_fix: str = "use the config it was trained with") -> dict:
-  """The entries of `abstract_variables` (e.g. params and batch_stats) from the Orbax PyTree checkpoint
-  directory `item`, in their shardings, after checking their shapes; nothing else is read. ConfigError
-  ('<where> ...; <fix>.') when it cannot be read, ('...; <mismatch_fix>.') when it does not fit."""
+  """`abstract_variables`' entries (e.g. params, batch_stats; nothing else) from the Orbax PyTree checkpoint
+  `item`, in their shardings, shapes checked first. ConfigError '<where> ...; <fix>.' if unreadable."""
   try:
     with ocp.PyTreeCheckpointer() as reader:
       metadata = reader.metadata(item).item_metadata.tree
@@ -105,8 +102,7 @@ class CheckpointStore:
     self._max_to_keep = max_to_keep
     self._identity = identity or {}
     self._saving_step = None
-    self._unchecked = False  # a save was started and its outcome not yet checked
-    self._failed = False
+    self._unchecked, self._failed = False, False  # a save's outcome not yet checked; a failure reported
     if not read_only:
       self._remove_unfinished_saves()
     self._manager = self._open()
@@ -115,11 +111,17 @@ class CheckpointStore:
     registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
     for args in (ocp.args.StandardSave, ocp.args.StandardRestore):  # Orbax's single, unnamed item
       registry.add(_ITEM, args, ocp.StandardCheckpointHandler)
-    policy = ocp.checkpoint_managers.LatestN(n=self._max_to_keep)
-    return ocp.CheckpointManager(
-        self.directory, handler_registry=registry,
-        options=ocp.CheckpointManagerOptions(preservation_policy=policy, create=not self._read_only,
-                                             read_only=self._read_only))
+    options = ocp.CheckpointManagerOptions(preservation_policy=ocp.checkpoint_managers.LatestN(
+        n=self._max_to_keep), create=not self._read_only, read_only=self._read_only)
+    for attempt in range(10):  # read only: list again if a run deletes an old step meanwhile
+      try:
+        return ocp.CheckpointManager(self.directory, handler_registry=registry, options=options)
+      except (FileNotFoundError, NotADirectoryError) as err:
+        if not self._read_only or attempt == 9:
+          raise err if not self._read_only else ConfigError(
+              f"the checkpoints in {self.directory} kept changing while they were listed ({err}): a run is "
+              "deleting old steps there; try again.") from None
+        time.sleep(0.05 * (attempt + 1))
 
   def _remove_unfinished_saves(self):
     """Temporary folders of saves that never completed (a crash, a full disk): no state to keep."""
@@ -244,7 +246,5 @@ class CheckpointStore:
       if not self._failed:
         raise self._failure(self._saving_step, err) from None
     finally:
-      try:
+      with contextlib.suppress(Exception):  # already reported
         self._manager.close()
-      except Exception:  # pylint: disable=broad-except  (already reported)
-        pass
