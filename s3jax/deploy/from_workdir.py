@@ -22,7 +22,7 @@ from s3jax.deploy import inference
 from s3jax.errors import ConfigError
 from s3jax.models import create_model
 from s3jax.training import checkpointing
-from s3jax.training.state import abstract_variables
+from s3jax.training.state import abstract_variables_on_one_device
 from s3jax.training.steps import jit_eval_logits
 
 PATHS = ("plain", "shift_add", "stablehlo")
@@ -48,10 +48,7 @@ def restore_variables(config, workdir: str, step: int | None = None, spec: dict 
                       "--workdir.")
   spec = spec or model_input(config, workdir)
   model = create_model(config.model, spec["num_classes"], config.half_precision)
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  params, batch_stats = abstract_variables(config, model, spec["input"]["shape"])
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                          {"params": params, "batch_stats": batch_stats})
+  abstract = abstract_variables_on_one_device(config, model, spec["input"]["shape"])
   store = checkpointing.CheckpointStore(checkpoints, config.keep_checkpoints, read_only=True,
                                         identity={"quant": checkpointing.quant_identity(config)})
   try:

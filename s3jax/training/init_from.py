@@ -18,7 +18,7 @@ from s3jax import quant
 from s3jax.errors import ConfigError
 from s3jax.quant.conversion import convert_to_latents
 from s3jax.training import checkpointing
-from s3jax.training.state import abstract_variables
+from s3jax.training.state import abstract_variables_on_one_device
 
 _MISMATCH = ("set --config.model (and num_classes) to those of the float model, or check the model's input "
              "shape")
@@ -68,10 +68,7 @@ def read_float_variables(path: str, abstract: dict) -> tuple[dict, str]:
 def converted_variables(config, model, input_shape) -> tuple[dict, dict]:
   """(params, batch_stats) of `config.init_from`, converted to `config.quant` (kept as they are for
   quant.method=float), on the host."""
-  float_params, float_stats = abstract_variables(_float_config(config), model, input_shape)
-  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
-                          {"params": float_params, "batch_stats": float_stats})
+  abstract = abstract_variables_on_one_device(_float_config(config), model, input_shape)
   variables, where = read_float_variables(config.init_from, abstract)
   params, batch_stats = jax.device_get((variables["params"], variables["batch_stats"]))
   quantizer = quant.quantizer_from_config(config.quant)

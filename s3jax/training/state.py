@@ -41,6 +41,15 @@ def abstract_variables(config, model, input_shape):
   return jax.eval_shape(lambda key: init_variables(config, model, input_shape, key), jax.random.key(config.seed))
 
 
+def abstract_variables_on_one_device(config, model, input_shape) -> dict:
+  """{'params', 'batch_stats'} as `abstract_variables` gives them, on the first local device: what a tool
+  that reads one checkpoint on one host (export, evaluate, init_from) restores into."""
+  params, batch_stats = abstract_variables(config, model, input_shape)
+  device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
+                      {"params": params, "batch_stats": batch_stats})
+
+
 def jitted_initializer(config, model, input_shape, steps_per_epoch: int, mesh):
   """(init, tx, schedule): `init(key)` is the initial state, replicated over `mesh`. jit caches its trace,
   so `init.trace(key).out_info` (the state's shapes: a restore target) and `init(key)` trace it once."""
