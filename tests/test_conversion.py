@@ -150,7 +150,7 @@ def test_a_scale_node_takes_the_fitted_scale_per_layer_or_per_channel():
 
 def test_a_kernel_without_batchnorm_after_it_needs_a_scale_node():
   _, params, batch_stats = tiny_resnet()
-  with pytest.raises(ConfigError, match="head/kernel has no BatchNorm after it.*quant.scale=fixed or learned"):
+  with pytest.raises(ConfigError, match="^head/kernel has no BatchNorm after it.*quant.scale=fixed or learned"):
     conversion.convert_to_latents(params, batch_stats, rules=(r"head/kernel",), quantizer=quant.quantizer("s3", 3))
   converted, _ = conversion.convert_to_latents(params, batch_stats, rules=(r"head/kernel",),
                                                quantizer=quant.quantizer("s3", 3, scale="fixed"))

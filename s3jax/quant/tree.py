@@ -19,7 +19,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from s3jax.errors import ConfigError
+from s3jax.errors import ConfigError, LayoutError
 from s3jax.quant.interface import Quantizer, is_latent, method_names, project, quantizer_of
 from s3jax.quant.interface import quantizer as make_quantizer
 from s3jax.quant.interface import materialize as materialize_latent
@@ -85,7 +85,8 @@ def latent_dtype(dtype, path: str):
 
 def map_kernels(params, rules, default: Quantizer, fn):
   """Replaces each leaf that `rules` choose for a quantizer `q` by `fn(name, leaf, q)`, where `q` has the
-  kernel's layout settled (`layout_for`); other leaves pass through. ConfigErrors name the path."""
+  kernel's layout settled (`layout_for`); other leaves pass through. A kernel whose layout cannot be
+  settled is a ConfigError naming its path."""
   rules = normalize_rules(rules, default)
   used = [False] * len(rules)
 
@@ -106,9 +107,7 @@ def map_kernels(params, rules, default: Quantizer, fn):
       q = dataclasses.replace(q, layout=layout, dense_in_axes=in_axes) if layout != "auto" else q
     try:
       return fn(name, leaf, q)
-    except ConfigError as err:
-      if name in str(err):
-        raise
+    except LayoutError as err:
       raise ConfigError(f"{name}: {err} Use a rule (pattern, quantizer(..., layout=...)) for it.") from None
 
   out = jax.tree_util.tree_map_with_path(convert, params)
