@@ -4,7 +4,6 @@ of the library: the scripts here (and tests/test_benchmarks.py) import it as `be
 The step is the trainer's own (`s3jax.training.loop.jit_train_step`) on random images, so what is measured
 is what trains.
 """
-import functools
 import os
 import re
 import sys
@@ -14,11 +13,11 @@ import jax
 import numpy as np
 from absl import flags
 
-from s3jax.config import base_config, latent_banking
+from s3jax.config import base_config
 from s3jax.models import create_model
 from s3jax.training import sharding
 from s3jax.training.loop import jit_train_step
-from s3jax.training.state import banked_state, create_train_state, init_variables, jit_state_conversion
+from s3jax.training.state import create_train_state, init_variables, state_for_training
 
 _DTYPE_BYTES = {"f64": 8, "f32": 4, "bf16": 2, "f16": 2, "s64": 8, "s32": 4, "u32": 4, "s8": 1, "u8": 1,
                 "pred": 1, "s16": 2, "u16": 2, "u64": 8}
@@ -103,9 +102,7 @@ def synthetic_step(model_name: str, batch: int, image_size: int, bits: int, mesh
   image_shape = (image_size, image_size, channels)
   state, tx, schedule = create_train_state(config, model, image_shape, 100, mesh)
   config.bank_latents = bank_latents
-  banked, max_size = latent_banking(config, jax.default_backend())
-  if banked:
-    state = jit_state_conversion(functools.partial(banked_state, max_size=max_size), mesh)(state)
+  state, _ = state_for_training(config, state, mesh)
   step = jit_train_step(model, tx, schedule, mesh, fused_pullback)
   return state, step, synthetic_batch(batch, image_shape, num_classes, mesh)
 

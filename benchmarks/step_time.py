@@ -6,8 +6,7 @@ r"""What S3 costs over full precision: train-step time, compile time and peak me
 Times the trainer's jitted step for S3 (or --method; at --bits) and full precision (bits=32) of the same
 model in one process, interleaved step by step, and reports medians after warm-up. --compare_banks adds
 S3 with every layer's latents in banks and with none (the trainer banks the small layers on CPU, every
-layer elsewhere); --compare_unfused adds
-S3 with the pull-back outside the update (the step before the fused one); --compare_memory_scheduler adds
+layer elsewhere); --compare_unfused adds S3 with the pull-back outside the update (the step before the fused one); --compare_memory_scheduler adds
 both compiled with XLA:CPU's memory-optimized schedule. Peak memory is measured in separate child
 processes (device memory stats on GPU, peak RSS on CPU), plus XLA's own compiled memory analysis and,
 from the compiled HLO, fusion and copy counts. Ends with one JSON line.

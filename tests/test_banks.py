@@ -64,7 +64,7 @@ def test_the_train_step_materializes_per_layer_weights_from_banks_of_any_tree():
   banked = bank_tree(tree)
   chex.assert_trees_all_equal(materialized_once(gradient_proxies(banked), banked, jnp.int32(0)),
                               materialize_tree(tree))
-  # A float model banked (bank_latents on, or auto on an accelerator): no banks, the same plain tree.
+  # A float model banked (bank_latents on, small or auto): no banks, the same plain tree.
   banked = bank_tree(PARAMS)
   chex.assert_trees_all_equal(materialized_once(gradient_proxies(banked), banked, jnp.int32(0)), PARAMS)
 

@@ -8,7 +8,7 @@ import jax
 from absl import logging
 
 from s3jax import data, quant, workdir as records
-from s3jax.config import latent_banking, validate_config
+from s3jax.config import validate_config
 from s3jax.errors import ConfigError
 from s3jax.models import create_model
 from s3jax.training import checkpointing, init_from, sharding
@@ -16,8 +16,7 @@ from s3jax.training.durations import Durations
 from s3jax.training.evaluation import evaluate, format_eval, make_weight_statistics
 from s3jax.training.guards import NonFiniteGuard, Preempted, PreemptionWatch
 from s3jax.training.metrics import MetricWriter
-from s3jax.training.state import (banked_state, jit_state_conversion, jitted_initializer, state_from_variables,
-                                  unbanked_state)
+from s3jax.training.state import jitted_initializer, state_for_training, state_from_variables
 from s3jax.training.steps import make_eval_step, make_train_step
 
 
@@ -90,11 +89,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   writer = MetricWriter(workdir, enabled=is_writer)
   writer.truncate_after(start_step)
 
-  per_layer = None  # checkpoints always hold the per-layer state
-  banked, max_size = latent_banking(config, jax.default_backend())
-  if banked:
-    state = jit_state_conversion(functools.partial(banked_state, max_size=max_size), mesh)(state)
-    per_layer = jit_state_conversion(unbanked_state, mesh)
+  state, per_layer = state_for_training(config, state, mesh)  # checkpoints always hold the per-layer state
   train_step = jit_train_step(model, tx, schedule, mesh)
   weight_statistics = make_weight_statistics(config.quant.rules, mesh)
   eval_step = jit_eval_step(model, mesh)

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from s3jax import quant
+from s3jax.config import latent_banking
 from s3jax.quant.banks import Banked, bank_tree, map_banked_subtrees, unbank_tree
 from s3jax.training import sharding
 from s3jax.training.optim import make_optimizer
@@ -89,6 +90,17 @@ def unbanked_state(state: TrainState) -> TrainState:
   """The per-layer state of a banked one (what checkpoints hold); a per-layer state is returned as it is."""
   opt_state = map_banked_subtrees(state.opt_state, unbank_tree, lambda x: isinstance(x, Banked))
   return state.replace(params=unbank_tree(state.params), opt_state=opt_state)
+
+
+def state_for_training(config, state: TrainState, mesh):
+  """(the state the train step runs on: on latent banks where `config.bank_latents` chooses them for this
+  backend, `s3jax.config.latent_banking`; the jitted conversion back to the per-layer state that
+  checkpoints hold, or None where the state is not banked)."""
+  banked, max_size = latent_banking(config, jax.default_backend())
+  if not banked:
+    return state, None
+  to_banks = jit_state_conversion(functools.partial(banked_state, max_size=max_size), mesh)
+  return to_banks(state), jit_state_conversion(unbanked_state, mesh)
 
 
 def jit_state_conversion(convert, mesh):
