@@ -90,8 +90,11 @@ def test_bfloat16_kernels_get_float32_latents_with_a_warning():
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     tree = quant.to_latents(params, [r"dense/kernel"], key=jax.random.key(0))
-  assert any("float32" in str(w.message) for w in caught)
-  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(tree))
+    converted, _ = quant.convert_to_latents(params, rules=[r"dense/kernel"],
+                                            quantizer=quantizer("s3", 3, scale="fixed"))
+  # Each warning names the user's call (this file), not a line inside s3jax or jax.
+  assert [w.filename for w in caught if "float32" in str(w.message)] == [__file__] * 2
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves((tree, converted)))
 
 
 def test_rules_mix_methods_and_masks_follow_roles():

@@ -11,7 +11,9 @@ A bare pattern string quantizes with the call's default quantizer. The first rul
 no path is an error.
 """
 import dataclasses
+import os
 import re
+import sys
 import warnings
 import zlib
 from typing import Sequence
@@ -73,12 +75,24 @@ def _leaf_key(key, path: str):
   return jax.random.fold_in(key, zlib.crc32(path.encode()) & 0x7FFFFFFF)
 
 
+# Library frames between a user's call and a warning: s3jax's own and the jax tree maps it calls through.
+_LIBRARY_DIRS = tuple(os.path.dirname(m.__file__) + os.sep for m in (sys.modules["s3jax"], jax))
+
+
+def _caller_stacklevel() -> int:
+  """The `stacklevel` that makes a warning name the first frame outside s3jax and jax: the user's call."""
+  frame, level = sys._getframe(2), 2
+  while frame is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
+    frame, level = frame.f_back, level + 1
+  return level
+
+
 def latent_dtype(dtype, path: str):
   if jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32:
     warnings.warn(f"{path} is {jnp.dtype(dtype).name}; its latents are made float32, since the small "
                   "updates they get (the dense penalty's 1e-5 steps, say) vanish at lower precision. "
                   "Materialized weights are float32 too; Flax layers cast them to their compute dtype.",
-                  stacklevel=3)
+                  stacklevel=_caller_stacklevel())
     return jnp.float32
   return dtype
 
