@@ -21,22 +21,16 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from s3jax.errors import CheckpointSaveError, ConfigError
-from s3jax.quant.tree import path_name
+from s3jax.training.checkpoint_reading import check_same_structure, describe_error, read_variables
 
 _TEMPORARY_SUFFIX = ".orbax-checkpoint-tmp"
 _ITEM = "default"
 
 
-def _shapes(tree) -> dict:
-  return {path_name(p): tuple(x.shape) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
 def _describe(value) -> str:
-  return " ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else str(value)
-
-
-def _describe_error(err: Exception) -> str:
-  return f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
+  if isinstance(value, dict):
+    return " ".join(f"{k}={v}" for k, v in value.items())
+  return str(value)
 
 
 def _save_failure_reason(err: Exception) -> str:
@@ -52,40 +46,9 @@ def _save_failure_reason(err: Exception) -> str:
 
 def quant_identity(config) -> dict:
   """What a checkpoint records of the method, so that another method or bit width cannot resume it."""
-  q = config.quant
-  return {"method": "float"} if q.method == "float" else {"method": q.method, "bits": int(q.bits), "scale": q.scale}
-
-
-def check_same_structure(saved_tree, abstract_tree, where: str, fix: str):
-  """A ConfigError naming the first leaf whose shape (or presence) differs; `fix` ends the message."""
-  saved, expected = _shapes(saved_tree), _shapes(abstract_tree)
-  if saved == expected:
-    return
-  path = sorted(set(saved.items()) ^ set(expected.items()))[0][0]
-  here, there = expected.get(path, "absent"), saved.get(path, "absent")
-  what = ("was written for a different model" if path.startswith(("params", "batch_stats"))
-          else "does not fit this config")
-  raise ConfigError(f"{where} {what} ({path}: checkpoint {there}, config {here}){fix}")
-
-
-def read_variables(item: epath.Path, abstract_variables: dict, where: str, fix: str,
-                   mismatch_fix: str = "use the config it was trained with") -> dict:
-  """`abstract_variables`' entries (e.g. params, batch_stats; nothing else) from the Orbax PyTree checkpoint
-  `item`, in their shardings, shapes checked first. ConfigError '<where> ...; <fix>.' if unreadable."""
-  try:
-    with ocp.PyTreeCheckpointer() as reader:
-      metadata = reader.metadata(item).item_metadata.tree
-      metadata = {key: metadata[key] for key in abstract_variables}
-  except Exception as err:  # pylint: disable=broad-except
-    raise ConfigError(f"{where} is unreadable ({_describe_error(err)}); {fix}.") from None
-  check_same_structure(metadata, abstract_variables, where, f"; {mismatch_fix}.")
-  try:  # partial: an Orbax train state holds more (the optimizer state) than is asked for
-    with ocp.PyTreeCheckpointer() as reader:
-      return reader.restore(item, args=ocp.args.PyTreeRestore(
-          item=abstract_variables, partial_restore=True,
-          restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_variables)))
-  except Exception as err:  # pylint: disable=broad-except
-    raise ConfigError(f"{where} could not be read ({_describe_error(err)}); {fix}.") from None
+  if config.quant.method == "float":
+    return {"method": "float"}
+  return {"method": config.quant.method, "bits": int(config.quant.bits), "scale": config.quant.scale}
 
 
 class CheckpointStore:
@@ -102,7 +65,8 @@ class CheckpointStore:
     self._max_to_keep = max_to_keep
     self._identity = identity or {}
     self._saving_step = None
-    self._unchecked, self._failed = False, False  # a save's outcome not yet checked; a failure reported
+    self._unchecked = False  # a save was started and its outcome not yet checked
+    self._failed = False
     if not read_only:
       self._remove_unfinished_saves()
     self._manager = self._open()
@@ -111,17 +75,19 @@ class CheckpointStore:
     registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
     for args in (ocp.args.StandardSave, ocp.args.StandardRestore):  # Orbax's single, unnamed item
       registry.add(_ITEM, args, ocp.StandardCheckpointHandler)
-    options = ocp.CheckpointManagerOptions(preservation_policy=ocp.checkpoint_managers.LatestN(
-        n=self._max_to_keep), create=not self._read_only, read_only=self._read_only)
+    policy = ocp.checkpoint_managers.LatestN(n=self._max_to_keep)
+    options = ocp.CheckpointManagerOptions(preservation_policy=policy, create=not self._read_only,
+                                           read_only=self._read_only)
     for attempt in range(10):  # read only: list again if a run deletes an old step meanwhile
+      time.sleep(0.05 * attempt)
       try:
         return ocp.CheckpointManager(self.directory, handler_registry=registry, options=options)
       except (FileNotFoundError, NotADirectoryError) as err:
-        if not self._read_only or attempt == 9:
-          raise err if not self._read_only else ConfigError(
-              f"the checkpoints in {self.directory} kept changing while they were listed ({err}): a run is "
-              "deleting old steps there; try again.") from None
-        time.sleep(0.05 * (attempt + 1))
+        if not self._read_only:
+          raise
+        error = err
+    raise ConfigError(f"the checkpoints in {self.directory} kept changing while they were listed ({error}): "
+                      "a run is deleting old steps there; try again.")
 
   def _remove_unfinished_saves(self):
     """Temporary folders of saves that never completed (a crash, a full disk): no state to keep."""
@@ -196,7 +162,7 @@ class CheckpointStore:
   def _set_aside(self, step: int, err: Exception):
     target = self.directory.parent / "checkpoints_unreadable" / f"{step}.{int(time.time())}"
     logging.warning("Checkpoint step %d in %s is unreadable (%s); moving it to %s and trying the "
-                    "previous step.", step, self.directory, _describe_error(err), target)
+                    "previous step.", step, self.directory, describe_error(err), target)
     if jax.process_index() == 0:
       target.parent.mkdir(parents=True, exist_ok=True)
       (self.directory / str(step)).rename(target)

@@ -18,6 +18,7 @@ from s3jax import quant
 from s3jax.errors import ConfigError
 from s3jax.quant.conversion import convert_to_latents
 from s3jax.training import checkpointing
+from s3jax.training.checkpoint_reading import read_variables
 from s3jax.training.state import abstract_variables_on_one_device
 
 _MISMATCH = ("set --config.model (and num_classes) to those of the float model, or check the model's input "
@@ -60,8 +61,8 @@ def read_float_variables(path: str, abstract: dict) -> tuple[dict, str]:
   item = root / "default" if (root / "default").is_dir() else root
   if not _is_pytree_checkpoint(item):
     raise ConfigError(f"init_from={path!r} is neither a workdir with checkpoints nor an Orbax checkpoint.")
-  variables = checkpointing.read_variables(item, abstract, f"init_from={path!r}",
-                                           "give a float run's workdir or an Orbax checkpoint", _MISMATCH)
+  variables = read_variables(item, abstract, f"init_from={path!r}",
+                             "give a float run's workdir or an Orbax checkpoint", _MISMATCH)
   return variables, os.fspath(item)
 
 
