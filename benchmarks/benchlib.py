@@ -98,10 +98,10 @@ def synthetic_step(model_name: str, batch: int, image_size: int, bits: int, mesh
   """
   mesh = mesh or sharding.make_data_mesh()
   config = synthetic_config(model_name, batch, bits, num_classes, half_precision, method)
+  config.bank_latents = bank_latents
   model = create_model(model_name, num_classes, half_precision)
   image_shape = (image_size, image_size, channels)
   state, tx, schedule = create_train_state(config, model, image_shape, 100, mesh)
-  config.bank_latents = bank_latents
   state, _ = state_for_training(config, state, mesh)
   step = jit_train_step(model, tx, schedule, mesh, fused_pullback)
   return state, step, synthetic_batch(batch, image_shape, num_classes, mesh)

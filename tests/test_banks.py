@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 import s3jax
+from s3jax.config import base_config, latent_banking
 from s3jax.quant import Banked, Scaled, bank_tree, materialize_tree, project_tree, unbank_tree
+from s3jax.quant.interface import is_latent
 from s3jax.quant.tree import gradient_proxies, proxy_pullback, role_tree
 
 PARAMS = {"a": {"kernel": jnp.ones((3, 3, 4, 8))}, "b": {"kernel": jnp.ones((3, 3, 8, 8)), "bias": jnp.zeros(8)},
@@ -70,7 +72,6 @@ def test_the_train_step_materializes_per_layer_weights_from_banks_of_any_tree():
 
 
 def test_a_size_limit_banks_the_small_layers_and_keeps_the_large_ones_per_layer():
-  from s3jax.quant.interface import is_latent
   tree = latents("s3")  # a: 288 weights, b: 576, c: 40
   banked = bank_tree(tree, max_size=288)
   (bank,) = banked.banks
@@ -88,7 +89,6 @@ def test_a_size_limit_banks_the_small_layers_and_keeps_the_large_ones_per_layer(
     ("auto", "cpu", (True, 2**20)), ("auto", "gpu", (True, None)), ("auto", "tpu", (True, None)),
     ("on", "cpu", (True, None)), ("small", "gpu", (True, 2**20)), ("off", "gpu", (False, None))])
 def test_the_trainer_banks_small_layers_on_cpu_and_every_layer_on_accelerators(choice, backend, expected):
-  from s3jax.config import base_config, latent_banking
   config = base_config()
   config.bank_latents = choice
   assert latent_banking(config, backend) == expected

@@ -76,7 +76,7 @@ def _leaf_key(key, path: str):
 
 
 # Library frames between a user's call and a warning: s3jax's own and the jax tree maps it calls through.
-_LIBRARY_DIRS = tuple(os.path.dirname(m.__file__) + os.sep for m in (sys.modules["s3jax"], jax))
+_LIBRARY_DIRS = tuple(os.path.dirname(f) + os.sep for f in (os.path.dirname(__file__), jax.__file__))
 
 
 def _caller_stacklevel() -> int:
