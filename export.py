@@ -4,7 +4,7 @@ r"""Exports a trained shift network at its bit width: bit-packed codes, float pa
   python export.py --workdir=/tmp/s3_mnist --output=/tmp/export_200 --step=200
 
 Reads the workdir's config.json and its latest checkpoint (or --step), parameters only. The layout is in
-README.md ('Export and deploy'); load it back with `s3jax.deploy.export.load(DIR)`.
+docs/export.md; load it back with `s3jax.deploy.export.load(DIR)`.
 """
 from absl import app, flags
 

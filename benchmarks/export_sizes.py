@@ -1,4 +1,4 @@
-r"""Sizes of exported ResNets at each bit width: float32 model vs packed export (README 'Export and deploy').
+r"""Sizes of exported ResNets at each bit width: float32 model vs packed export (docs/export.md).
 
   python benchmarks/export_sizes.py                       # ResNet-18 and ResNet-50, S3 at 2, 3 and 4 bits
   python benchmarks/export_sizes.py --models=resnet20 --bits=3 --num_classes=10 --image_size=32

@@ -3,7 +3,7 @@ r"""Shift networks on a model without a normalisation after each layer: flax's o
   python benchmarks/scale_study.py                 # every method x scale none|fixed|learned, and float
   python benchmarks/scale_study.py --quick         # a few steps, for tests
   python benchmarks/scale_study.py --scales=fixed,learned --scale_gradients=outside,through --seeds=2
-                                                   # where the scale meets the gradient (README, "Scales")
+                                                   # where the scale meets the gradient (docs/METHODS.md, "Scales")
 
 The CNN of flax's examples/mnist (conv 32 - conv 64 - dense 256 - dense 10, no BatchNorm) with every kernel
 quantized, trained as that example trains it (SGD, momentum 0.9, batch 128, no weight decay) at lr 0.05 on

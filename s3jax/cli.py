@@ -39,7 +39,7 @@ def _describe(err: Exception) -> str:
   if isinstance(err, flags.Error):
     return str(err)
   if isinstance(err, (KeyError, AttributeError)):  # ml_collections: a --config.<key> that does not exist
-    return f"the config has no key {_missing_key(err)} (see README.md 'Configs')"
+    return f"the config has no key {_missing_key(err)} (see docs/configs.md)"
   if isinstance(err, OSError):  # a --config file that cannot be read
     return f"cannot load the config: {_last_line(err)}"
   return f"cannot load the config: {type(err).__name__}: {_last_line(err)}"

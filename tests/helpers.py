@@ -58,3 +58,38 @@ def restore_checkpoint(workdir, step=None):
   with ocp.CheckpointManager(os.path.join(str(workdir), "checkpoints")) as manager:
     step = manager.latest_step() if step is None else step
     return manager.restore(step), step
+
+
+DOC_PAGES = ("README.md",) + tuple(sorted(os.path.join("docs", f) for f in os.listdir(os.path.join(REPO, "docs"))
+                                          if f.endswith(".md")))
+
+
+def doc_examples() -> dict[str, tuple[str, str]]:
+  """Every marked Python example of the README and docs/*.md: {name: (page, code)}."""
+  import re
+  examples = {}
+  for page in DOC_PAGES:
+    text = open(os.path.join(REPO, page)).read()
+    for name, code in re.findall(r"<!-- example: ([\w-]+) -->\n```python\n(.*?)```", text, re.S):
+      assert name not in examples, f"example {name} is marked twice ({examples[name][0]}, {page})"
+      examples[name] = (page, code)
+  return examples
+
+
+def run_doc_example(name: str, replace: dict | None = None) -> tuple[list[str], dict]:
+  """Runs the example `name` (with `replace`'s substitutions in its text); its printed lines and globals."""
+  import contextlib
+  import io
+  page, code = doc_examples()[name]
+  for old, new in (replace or {}).items():
+    assert old in code, f"{name} no longer mentions {old}"
+    code = code.replace(old, new)
+  out, scope = io.StringIO(), {}
+  with contextlib.redirect_stdout(out):
+    exec(compile(code, page, "exec"), scope)
+  return out.getvalue().splitlines(), scope
+
+
+def printed_as_commented(code: str) -> list[str]:
+  """What each `print(...)  # comment` line of an example says it prints."""
+  return [line.split("# ", 1)[1] for line in code.splitlines() if line.startswith("print(")]

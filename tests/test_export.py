@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import REPO, cli_env, load_config
+from helpers import REPO, cli_env, load_config, printed_as_commented, doc_examples, run_doc_example
 from s3jax import quant
 from s3jax.deploy.from_workdir import checkpoint_apply, restore_variables
 from s3jax.deploy.export import ExportError, load, pack_indices, unpack_indices, write_export
@@ -240,3 +240,12 @@ def test_other_methods_round_trip_and_run_without_multiplications(method, scale,
   np.testing.assert_array_equal(plain_apply(loaded)(images), reference)
   np.testing.assert_allclose(shift_add_apply(loaded)(images), reference, rtol=1e-4,
                              atol=1e-4 * float(jnp.abs(reference).max()))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["export-load", "export-stablehlo"])
+def test_export_page_examples_run_on_a_real_export(exported, name):
+  """docs/export.md's examples, on this run's export (8x8 digits, 10 classes) instead of the demo's."""
+  _, output, _ = exported
+  lines, _ = run_doc_example(name, {"/tmp/s3_mnist_export": output})
+  assert lines == printed_as_commented(doc_examples()[name][1])

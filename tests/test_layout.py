@@ -1,5 +1,5 @@
 """The architecture, kept: each layer imports only the layers below it, the quantization core imports no
-Flax and no trainer, and no module grows past 250 lines (README.md, 'Layout')."""
+Flax and no trainer, and no module grows past 250 lines (docs/design.md, 'Layout')."""
 import ast
 import os
 

@@ -1,5 +1,5 @@
 """evaluate.py, export.py, report.py and paper_claims.py on bad input and interruption, run as a user runs
-them: no silent wrong answer, one `error:` line, nothing partial left behind (README 'Reliability')."""
+them: no silent wrong answer, one `error:` line, nothing partial left behind (docs/reliability.md)."""
 import json
 import os
 import signal
