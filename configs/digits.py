@@ -2,14 +2,15 @@ r"""The 1,797 8x8 scikit-learn digits: a seconds-long run for tests and smoke ch
 
   python train.py --config=configs/digits.py --workdir=/tmp/s3_digits
 
-1,437 train / 360 test images (stratified, fixed split), a 3-bit S3 ResNet-20.
+1,437 train / 360 test images (stratified, fixed split), a 3-bit S3 ResNet-8 (the CIFAR ResNet with one
+block per stage: 8 quantized convs, two of them 1x1 downsamples).
 """
 from s3jax.config import base_config
 
 
 def get_config():
   c = base_config()
-  c.model = "resnet20"
+  c.model = "resnet8"
   c.num_classes = 10
   c.batch_size = 64
   c.num_epochs = 5

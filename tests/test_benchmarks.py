@@ -35,7 +35,7 @@ def test_s3_all_reduces_weight_gradients_not_latent_gradients():
   totals, fp_params = {}, 0
   with jax.set_mesh(mesh):
     for bits in (3, 32):
-      state, step, batch = synthetic_step("resnet20", 16, 8, bits, mesh, num_classes=10, channels=1)
+      state, step, batch = synthetic_step("resnet8", 16, 8, bits, mesh, num_classes=10, channels=1)
       compiled, _ = compiled_step(state, step, batch)
       totals[bits] = sum(collective_bytes(compiled.as_text()).values())
       if bits == 32:
@@ -52,7 +52,7 @@ def run_script(*args, devices=1):
 
 
 def test_step_time_script_reports_every_field():
-  out = run_script("benchmarks/step_time.py", "--model=resnet20", "--batch=8", "--image_size=16",
+  out = run_script("benchmarks/step_time.py", "--model=resnet8", "--batch=8", "--image_size=16",
                    "--num_classes=10", "--steps=10", "--compare_unfused", "--compare_memory_scheduler",
                    "--compare_banks")
   for key in ("s3_step_s", "fp_step_s", "ratio", "unfused_ratio", "memory_scheduler_ratio", "s3_compile_s",
@@ -66,20 +66,20 @@ def test_step_time_script_reports_every_field():
   assert out["s3_copy_bytes"] - out["fp_copy_bytes"] <= 8  # a scalar (the step the materialize cond reads)
   assert out["s3_memory_scheduler_temp_bytes"] <= out["s3_temp_bytes"]
   # Banks: the latent work of all layers in a few kernels (S3 adds 4 latents and 4 momenta per layer).
-  assert out["s3_fusions"] == out["s3_banked_fusions"]  # on CPU the trainer banks resnet20's small layers
-  assert out["s3_banked_fusions"] < out["s3_per_layer_fusions"] - 5 * 20  # resnet20: 18 quantized convs
+  assert out["s3_fusions"] == out["s3_banked_fusions"]  # on CPU the trainer banks resnet8's small layers
+  assert out["s3_banked_fusions"] < out["s3_per_layer_fusions"] - 5 * 8  # resnet8: 8 quantized convs (two 1x1 downsamples)
   assert out["s3_banked_copy_bytes"] - out["fp_copy_bytes"] <= 8
 
 
 def test_xla_cpu_options_script_compares_and_reports_unknown_options():
-  out = run_script("benchmarks/xla_cpu_options.py", "--model=resnet20", "--batch=8", "--image_size=16",
+  out = run_script("benchmarks/xla_cpu_options.py", "--model=resnet8", "--batch=8", "--image_size=16",
                    "--num_classes=10", "--steps=2", "--options=default,ynn_eltwise,multi_output_fusion")
   assert "No such compile option" in out["rejected"]["multi_output_fusion"]
   assert out["default_32"]["vs_default"] == 1.0 and out["ynn_eltwise_32"]["step_s"] > 0
 
 
 def test_step_memory_script_reports_each_phase():
-  out = run_script("benchmarks/step_memory.py", "--model=resnet20", "--batch=8", "--image_size=16",
+  out = run_script("benchmarks/step_memory.py", "--model=resnet8", "--batch=8", "--image_size=16",
                    "--num_classes=10", "--steps=2", "--compile_first")
   for variant in ("s3", "fp"):
     phases = out[variant]["phases"]
@@ -91,16 +91,16 @@ def test_step_memory_script_reports_each_phase():
 
 
 def test_export_size_and_inference_scripts_run():
-  out = run_script("benchmarks/export_sizes.py", "--models=resnet20", "--bits=2,4", "--num_classes=10",
+  out = run_script("benchmarks/export_sizes.py", "--models=resnet8", "--bits=2,4", "--num_classes=10",
                    "--image_size=16")
   assert [round(r["quantized_ratio"], 2) for r in out] == [16.0, 8.0]
-  out = run_script("benchmarks/inference.py", "--model=resnet20", "--image_size=16", "--batches=2",
+  out = run_script("benchmarks/inference.py", "--model=resnet8", "--image_size=16", "--batches=2",
                    "--repeats=1")
   assert {r["path"] for r in out["rows"]} == {"full precision", "plain", "shift_add"}
 
 
 def test_communication_and_input_scripts_run():
-  out = run_script("benchmarks/communication.py", "--model=resnet20", "--image_size=16", "--batch=8")
+  out = run_script("benchmarks/communication.py", "--model=resnet8", "--image_size=16", "--batch=8")
   assert out["ratio"] <= 1.05 and out["s3_collective_bytes"] > 0
   out = run_script("benchmarks/input_pipeline.py", "--images=16", "--batch=8", "--batches=2",
                    "--image_size=64")

@@ -30,7 +30,8 @@ pytestmark = pytest.mark.slow  # trains
 def study(tmp_path_factory):
   output = tmp_path_factory.mktemp("conversion")
   cmd = [sys.executable, "benchmarks/conversion_study.py", f"--output={output}", "--quick"]
-  result = subprocess.run(cmd, cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=900)
+  # One device, as paper_claims.py --quick runs: the two studies then share compiled programs.
+  result = subprocess.run(cmd, cwd=REPO, env=cli_env(1), capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   return output
 
@@ -54,7 +55,7 @@ def test_a_converted_run_starts_at_the_float_models_levels_and_exports_like_any_
   # Step 0 is the float checkpoint converted, before any update: the same top-1, computed here from the
   # float run's own checkpoint by the library's conversion and a plain eval.
   config = load_config("digits", init_from=float_run)
-  model = create_model("resnet20", 10)
+  model = create_model(config.model, 10)
   params, batch_stats = converted_variables(config, model, data.input_shape(config))
   dataset = data.create_dataset(config)
   apply = jit_eval_logits(model)
@@ -76,10 +77,10 @@ def test_a_converted_run_starts_at_the_float_models_levels_and_exports_like_any_
 
 def test_what_cannot_be_converted_is_a_one_line_error(study, tmp_path):
   float_run, s3_run = str(study / "runs" / "float_seed0"), str(study / "runs" / "s3_3b_scratch_seed0")
-  model = create_model("resnet20", 10)
+  model = create_model(load_config("digits").model, 10)
   with pytest.raises(ConfigError, match="is not a directory"):
     converted_variables(load_config("digits", init_from=str(tmp_path / "missing")), model, (8, 8, 1))
-  with pytest.raises(ConfigError, match=r"different model \(\w+/stage1_block3/.*checkpoint absent.*--config.model"):
+  with pytest.raises(ConfigError, match=r"different model \(\w+/stage1_block\d/.*checkpoint absent.*--config.model"):
     converted_variables(load_config("digits", init_from=float_run, model="resnet32"), create_model("resnet32", 10),
                         (8, 8, 1))
   with pytest.raises(ConfigError, match="is a s3 run; it takes a float run's checkpoint"):

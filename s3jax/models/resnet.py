@@ -112,7 +112,7 @@ _IMAGENET = {
     "resnet101": ((3, 4, 23, 3), Bottleneck),
     "resnet152": ((3, 8, 36, 3), Bottleneck),
 }
-_CIFAR = {"resnet20": 3, "resnet32": 5, "resnet56": 9}
+_CIFAR = {"resnet8": 1, "resnet20": 3, "resnet32": 5, "resnet56": 9}
 # 1-D ResNets: three stages of basic blocks over time, widths 64/128/256; the name counts conv and dense
 # layers as the CIFAR names do (resnet1d_8: stem, 3 blocks of 2 convs, head).
 _SEQUENCE = {"resnet1d_8": 1, "resnet1d_14": 2}

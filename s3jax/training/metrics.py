@@ -1,9 +1,13 @@
 """Metric writers: metrics.jsonl and TensorBoard events in the workdir, from process 0 only.
 
 metrics.jsonl holds only values that are a function of the config and seed (no timings), so two runs
-of the same config on CPU write identical files.
+of the same config on CPU write identical files. TensorBoard event files are written with the
+`tensorboard` package's protos and record writer, without TensorFlow (importing it took seconds a run).
 """
 import json
+import socket
+import struct
+import time
 
 import numpy as np
 from etils import epath
@@ -17,6 +21,47 @@ def _to_python(value):
   return value.item() if value.ndim == 0 else value.tolist()
 
 
+class EventFile:
+  """One TensorBoard event file: TFRecord-framed `Event` protos, the first one naming the format."""
+
+  def __init__(self, directory: epath.Path, suffix: str = ""):
+    from tensorboard.compat.proto import event_pb2
+    from tensorboard.summary.writer.record_writer import RecordWriter
+    directory.mkdir(parents=True, exist_ok=True)
+    self._event_pb2 = event_pb2
+    self.path = directory / f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}{suffix}"
+    self._file = self.path.open("wb")
+    self._records = RecordWriter(self._file)
+    self.write(event_pb2.Event(wall_time=time.time(), file_version="brain.Event:2"))
+
+  def write(self, event):
+    self._records.write(event.SerializeToString())
+
+  def scalars(self, step: int, values: dict):
+    from tensorboard.compat.proto import summary_pb2
+    summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=name, simple_value=float(value))
+                                         for name, value in values.items()])
+    self.write(self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
+    self._file.flush()
+
+  def close(self):
+    self._file.close()
+
+
+def read_events(path: epath.Path) -> list:
+  """The `Event` protos of an event file (TFRecord framing: length, its CRC, data, its CRC)."""
+  from tensorboard.compat.proto import event_pb2
+  data, events, at = path.read_bytes(), [], 0
+  while at + 12 <= len(data):
+    (length,) = struct.unpack("<Q", data[at:at + 8])
+    record = data[at + 12:at + 12 + length]
+    if len(record) < length:  # a record cut short by a crash: the events before it stand
+      break
+    events.append(event_pb2.Event.FromString(record))
+    at += 12 + length + 4
+  return events
+
+
 class MetricWriter:
   """Appends `{"step": s, name: value, ...}` lines to metrics.jsonl and scalars to TensorBoard."""
 
@@ -24,15 +69,12 @@ class MetricWriter:
     self.enabled = enabled
     self.path = epath.Path(workdir) / METRICS_FILE
     self._tb_writer = None
-    if enabled:
-      import tensorflow as tf  # imported lazily: only process 0 pays for it
-      self._tf = tf
 
   @property
-  def _tb(self):
+  def _tb(self) -> EventFile:
     # Opened at the first write, after `truncate_after` has set earlier event files aside.
     if self._tb_writer is None:
-      self._tb_writer = self._tf.summary.create_file_writer(str(self.path.parent / "tensorboard"))
+      self._tb_writer = EventFile(self.path.parent / "tensorboard")
     return self._tb_writer
 
   def _lines(self) -> list[str]:
@@ -65,20 +107,15 @@ class MetricWriter:
       return
     aside = self.path.parent / "tensorboard.superseded" / f"before_resume_at_{step}"
     aside.mkdir(parents=True, exist_ok=True)
-    kept = []
+    kept = [event for path in files for event in read_events(path)
+            if event.step <= step and event.HasField("summary")]
     for path in files:
-      for record in self._tf.data.TFRecordDataset(str(path)):
-        event = self._tf.compat.v1.Event.FromString(record.numpy())
-        if event.step <= step:
-          kept.append(event)
       path.rename(aside / path.name)
-    # A writer of raw events; its file sorts before the new run's, so TensorBoard reads it first.
-    writer = self._tf.summary.create_file_writer(str(tb_dir), filename_suffix=".resumed")
-    writer.close()
-    target = sorted(tb_dir.glob("events.out.tfevents.*.resumed"))[-1]
-    with self._tf.io.TFRecordWriter(str(target)) as records:
-      for event in kept:
-        records.write(event.SerializeToString())
+    # Its file sorts before the new run's, so TensorBoard reads it first.
+    resumed = EventFile(tb_dir, suffix=".resumed")
+    for event in kept:
+      resumed.write(event)
+    resumed.close()
 
   def write(self, step: int, metrics: dict):
     if not self.enabled:
@@ -90,20 +127,13 @@ class MetricWriter:
     else:
       with self.path.open("a") as f:
         f.write(line)
-    with self._tb.as_default(step=int(step)):
-      for name, value in record.items():
-        if name != "step" and np.ndim(value) == 0:
-          self._tf.summary.scalar(name, value)
-    self._tb.flush()
+    self._tb.scalars(int(step), {k: v for k, v in record.items() if k != "step" and np.ndim(v) == 0})
 
   def write_tensorboard(self, step: int, metrics: dict):
     """Scalars for TensorBoard only (per-layer detail that would bloat metrics.jsonl)."""
     if not self.enabled or not metrics:
       return
-    with self._tb.as_default(step=int(step)):
-      for name, value in metrics.items():
-        self._tf.summary.scalar(name, value)
-    self._tb.flush()
+    self._tb.scalars(int(step), {k: _to_python(v) for k, v in metrics.items()})
 
   def last_record_with(self, key: str, step: int) -> dict | None:
     """The metrics (without 'step') of the record at `step` holding `key`, if this process logged it."""
