@@ -25,7 +25,7 @@ def assert_one_line_error(result, expected: str):
     ("data.name=imagenet3", "data.name='imagenet3' is unknown"),
     ("quant.init=uniform", "init='uniform' is unknown"),
     ("optim.schedule=step", "optim.schedule='step' is unknown"),
-    ("batch_size=60", "batch_size=60 is not divisible by the 8 devices"),
+    ("batch_size=63", "batch_size=63 is not divisible by the 2 devices"),
     ("optim.lr=0", "optim.lr=0"),
     ("optim.lr=-0.1", "optim.lr=-0.1 must be > 0"),
     ("num_epochs=0", "num_epochs=0 must be > 0"),

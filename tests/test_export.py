@@ -169,7 +169,7 @@ def test_corrupted_exports_are_refused_in_one_line(exported, tmp_path):
   _, output, _ = exported
   cases = {}
   for name, damage in {
-      "truncated": lambda d: _truncate(os.path.join(d, "params/stage2_block1/conv2/kernel.codes")),
+      "truncated": lambda d: _truncate(os.path.join(d, "params/stage2_block0/conv2/kernel.codes")),
       "edited": lambda d: _flip_byte(os.path.join(d, "batch_stats/stem_bn/mean.npy")),
       "missing": lambda d: os.remove(os.path.join(d, "params/head/kernel.npy")),
       "version": lambda d: _edit_manifest(d, version=2),
@@ -179,7 +179,7 @@ def test_corrupted_exports_are_refused_in_one_line(exported, tmp_path):
     shutil.copytree(output, copy)
     damage(copy)
     cases[name] = copy
-  expected = {"truncated": "stage2_block1/conv2/kernel.codes does not match the checksum",
+  expected = {"truncated": "stage2_block0/conv2/kernel.codes does not match the checksum",
               "edited": "stem_bn/mean.npy does not match the checksum",
               "missing": "head/kernel.npy is missing", "version": "format version 2",
               "manifest": "manifest.json is not valid JSON"}

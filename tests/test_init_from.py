@@ -59,8 +59,8 @@ def test_a_converted_run_starts_at_the_float_models_levels_and_exports_like_any_
   params, batch_stats = converted_variables(config, model, data.input_shape(config))
   dataset = data.create_dataset(config)
   apply = jit_eval_logits(model)
-  correct = sum(int(np.sum(np.argmax(apply({"params": params, "batch_stats": batch_stats}, b["image"]), -1)
-                           == b["label"])) for b in dataset.eval_batches())
+  correct = sum(int(np.sum((np.argmax(apply({"params": params, "batch_stats": batch_stats}, b["image"]), -1)
+                            == b["label"]) & b["mask"])) for b in dataset.eval_batches())  # padding masked out
   assert step0[0]["eval/top1"] == pytest.approx(correct / dataset.num_test, abs=1 / dataset.num_test)
   # The fine-tuned checkpoint exports, and its shift-add path evaluates to the trainer's own top-1.
   final = [r for r in read_metrics(run) if "eval/top1" in r][-1]

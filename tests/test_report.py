@@ -12,6 +12,8 @@ from helpers import REPO, load_config, restore_checkpoint
 from s3jax.workdir import read_metrics
 from s3jax.training.loop import train_and_evaluate
 
+QUANTIZED = 76_288  # weights in configs/digits.py's quantized convs (ResNet-8)
+
 
 pytestmark = pytest.mark.slow  # runs the trainer, a CLI or several processes
 
@@ -68,8 +70,8 @@ def test_dynamics_match_numpy_on_two_checkpoints(runs, method):
     lows += np.sum(low)
     near += on_threshold
     total += sign_after.size
-  # ResNet-20's stage convs: 6 x 3*3*16*16, then per stage 3*3*c*2c + 1x1 c*2c + 5 x 3*3*2c*2c.
-  assert total == 6 * 2304 + (4608 + 512 + 5 * 9216) + (18432 + 2048 + 5 * 36864) == 269_824
+  # ResNet-8's stage convs: 2 x 3*3*16*16, then per stage 3*3*c*2c + 1x1 c*2c + 3*3*2c*2c.
+  assert total == 2 * 2304 + (4608 + 512 + 9216) + (18432 + 2048 + 36864) == QUANTIZED
   record = [r for r in read_metrics(workdir) if r["step"] == 8 and "eval/top1" in r][0]
   assert flips > 0  # the test can tell a frozen net from a moving one
   np.testing.assert_allclose(record["dynamics/sign_flip_rate"], flips / total, rtol=1e-6)
@@ -101,7 +103,7 @@ def test_report_writes_figures_and_summary(runs, tmp_path):
   # Stored at 3 bits, the quantized convs take 3/32 of their float32 bytes.
   s3, fp = rows[1], rows[0]
   assert int(s3["params"]) == int(fp["params"])
-  expected = (269_824 * 3 / 8 + (int(fp["params"]) - 269_824) * 4) / 1e6
+  expected = (QUANTIZED * 3 / 8 + (int(fp["params"]) - QUANTIZED) * 4) / 1e6
   np.testing.assert_allclose(float(s3["stored_MB"]), expected, rtol=1e-9)
   assert "| s3 3b normal seed0 | s3 | 3 | normal |" in (out / "summary.md").read_text()
 

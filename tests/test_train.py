@@ -114,7 +114,11 @@ def test_resume_reaches_the_same_final_parameters(tmp_path):
   # Rerunning a finished run trains nothing, logs nothing new and reports the same final metrics.
   lines = open(os.path.join(full, "metrics.jsonl")).read()
   again = train_and_evaluate(config, full)
-  assert again == resumed and open(os.path.join(full, "metrics.jsonl")).read() == lines
+  assert open(os.path.join(full, "metrics.jsonl")).read() == lines
+  # `again` is the full run's last eval (per layer), `resumed` the resumed run's (on banks): the same
+  # weights, but the dense penalty's float32 sum over a slice of a bank may round its last bit otherwise.
+  penalty = again.pop("quant/dense_penalty"), resumed.pop("quant/dense_penalty")
+  assert again == resumed and penalty[0] == pytest.approx(penalty[1], rel=1e-6)
 
 
 @pytest.mark.parametrize("name", config_names())
