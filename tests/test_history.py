@@ -103,8 +103,9 @@ def test_a_resume_sets_later_history_aside_instead_of_deleting_it(finished, tmp_
 def test_a_failed_save_stops_with_one_line_and_keeps_the_last_good_checkpoint(finished, tmp_path):
   workdir = str(tmp_path / "run")
   shutil.copytree(finished, workdir)
-  # A 1 MiB file-size limit (bash's ulimit, so pytest itself never forks): checkpoints cannot be written.
-  limited = ["bash", "-c", 'ulimit -f 1024 && exec "$@"', "bash",
+  # A 256 KiB file-size limit (bash's ulimit, so pytest itself never forks): checkpoints cannot be written
+  # (their largest files hold 0.4-1.2 MB here).
+  limited = ["bash", "-c", 'ulimit -f 256 && exec "$@"', "bash",
              *cli_command("digits", workdir, *RUN, "total_steps=40")]
   result = subprocess.run(limited, cwd=REPO, env=cli_env(1), capture_output=True, text=True, timeout=300)
   assert result.returncode == 1
