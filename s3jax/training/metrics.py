@@ -25,10 +25,10 @@ class EventFile:
   """One TensorBoard event file: TFRecord-framed `Event` protos, the first one naming the format."""
 
   def __init__(self, directory: epath.Path, suffix: str = ""):
-    from tensorboard.compat.proto import event_pb2
+    from tensorboard.compat.proto import event_pb2, summary_pb2  # imported here: process 0 only
     from tensorboard.summary.writer.record_writer import RecordWriter
     directory.mkdir(parents=True, exist_ok=True)
-    self._event_pb2 = event_pb2
+    self._event_pb2, self._summary_pb2 = event_pb2, summary_pb2
     self.path = directory / f"events.out.tfevents.{time.time():.6f}.{socket.gethostname()}{suffix}"
     self._file = self.path.open("wb")
     self._records = RecordWriter(self._file)
@@ -38,7 +38,7 @@ class EventFile:
     self._records.write(event.SerializeToString())
 
   def scalars(self, step: int, values: dict):
-    from tensorboard.compat.proto import summary_pb2
+    summary_pb2 = self._summary_pb2
     summary = summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag=name, simple_value=float(value))
                                          for name, value in values.items()])
     self.write(self._event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
