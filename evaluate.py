@@ -9,7 +9,7 @@ r"""Evaluates a checkpoint or an export on the eval split, without training.
 The data come from --config (with --config.<key>=<value> overrides, as in train.py), or by default from
 the config the model was trained with. Ends with train.py's final line: final eval/top1 = ...
 """
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "A file in configs/ (default: the training "
@@ -22,12 +22,7 @@ _PATH = flags.DEFINE_enum("path", "plain", ["plain", "shift_add", "stablehlo"],
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from absl import logging
-
-  from s3jax.cli import quiet_library_info
-  logging.get_absl_handler().addFilter(quiet_library_info)
+  del argv
   if (_WORKDIR.value is None) == (_EXPORT.value is None):
     raise SystemExit("error: give exactly one of --workdir (a checkpoint) or --export (an export directory).")
   if _WORKDIR.value and flags.FLAGS["path"].present:
@@ -38,28 +33,24 @@ def main(argv):
                      "was exported at (export.py --step=N picks it).")
   import ml_collections
 
-  from s3jax import workdir
+  from s3jax.records import workdir_files
   from s3jax.classification import format_final
   from s3jax.cli import config_value
   from s3jax.deploy import from_workdir as deploy
-  from s3jax.deploy.export import read_manifest
-  from s3jax.errors import ConfigError
-  try:
-    if flags.FLAGS["config"].present:
-      config = config_value(_CONFIG)
-    elif _WORKDIR.value:
-      config = workdir.read_config(_WORKDIR.value)
-    else:
-      config = ml_collections.ConfigDict(read_manifest(_EXPORT.value)["training_config"])
-    if _WORKDIR.value:
-      metrics, _, step = deploy.evaluate_checkpoint(config, _WORKDIR.value, _STEP.value)
-      what = f"checkpoint step {step} of {_WORKDIR.value}"
-      note = deploy.progress_note(_WORKDIR.value, step)
-    else:
-      metrics, _, step = deploy.evaluate_export(config, _EXPORT.value, _PATH.value)
-      what, note = f"export {_EXPORT.value} (step {step}, {_PATH.value} path)", ""
-  except ConfigError as err:
-    raise SystemExit(f"error: {err}") from None
+  from s3jax.deploy.export_format import read_manifest
+  if flags.FLAGS["config"].present:
+    config = config_value(_CONFIG)
+  elif _WORKDIR.value:
+    config = workdir_files.read_config(_WORKDIR.value)
+  else:
+    config = ml_collections.ConfigDict(read_manifest(_EXPORT.value)["training_config"])
+  if _WORKDIR.value:
+    metrics, _, step = deploy.evaluate_checkpoint(config, _WORKDIR.value, _STEP.value)
+    what = f"checkpoint step {step} of {_WORKDIR.value}"
+    note = deploy.progress_note(_WORKDIR.value, step)
+  else:
+    metrics, _, step = deploy.evaluate_export(config, _EXPORT.value, _PATH.value)
+    what, note = f"export {_EXPORT.value} (step {step}, {_PATH.value} path)", ""
   print(f"evaluated {what} on {config.data.name}")
   if note:
     print(note)

@@ -4,9 +4,9 @@ r"""Exports a trained shift network at its bit width: bit-packed codes, float pa
   python export.py --workdir=/tmp/s3_mnist --output=/tmp/export_200 --step=200
 
 Reads the workdir's config.json and its latest checkpoint (or --step), parameters only. The layout is in
-docs/export.md; load it back with `s3jax.deploy.export.load(DIR)`.
+docs/export.md; load it back with `s3jax.deploy.export_format.load(DIR)`.
 """
-from absl import app, flags
+from absl import flags
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir (holding config.json and checkpoints/).")
 _OUTPUT = flags.DEFINE_string("output", None, "A new or empty directory for the export.")
@@ -21,20 +21,11 @@ def _mb(n: int) -> str:
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from absl import logging
-
-  from s3jax.cli import quiet_library_info
-  logging.get_absl_handler().addFilter(quiet_library_info)
+  del argv
   from s3jax.cli import exit_on_interrupt
   from s3jax.deploy.from_workdir import export_checkpoint, progress_note
-  from s3jax.errors import ConfigError
-  try:
-    with exit_on_interrupt(f"nothing was written to {_OUTPUT.value}; rerun the same command"):
-      manifest = export_checkpoint(_WORKDIR.value, _OUTPUT.value, _STEP.value, _STABLEHLO.value)
-  except ConfigError as err:
-    raise SystemExit(f"error: {err}") from None
+  with exit_on_interrupt(f"nothing was written to {_OUTPUT.value}; rerun the same command"):
+    manifest = export_checkpoint(_WORKDIR.value, _OUTPUT.value, _STEP.value, _STABLEHLO.value)
   sizes = manifest["sizes"]
   method = "full precision" if manifest["method"] == "float" else f"{manifest['method']} {manifest['bits']}-bit"
   print(f"exported {manifest['model']} ({method}) at step {manifest['step']} to {_OUTPUT.value}")

@@ -9,7 +9,7 @@ classes come from its `fc` layer. Writes an Orbax checkpoint of {'params', 'batc
 """
 import os
 
-from absl import app, flags
+from absl import flags
 
 _WEIGHTS = flags.DEFINE_string("weights", None, "A torchvision/timm ResNet state dict: .safetensors or .pth.")
 _MODEL = flags.DEFINE_string("model", None, "The s3jax ResNet of the same depth: resnet18, resnet34, resnet50, ...")
@@ -18,12 +18,7 @@ flags.mark_flags_as_required(["weights", "model", "output"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from absl import logging
-
-  from s3jax.cli import quiet_library_info
-  logging.get_absl_handler().addFilter(quiet_library_info)
+  del argv
   import jax
   import orbax.checkpoint as ocp
 
@@ -31,19 +26,16 @@ def main(argv):
   from s3jax.models import create_model
   from s3jax.models.pretrained import read_state_dict, resnet_variables
   output = os.path.abspath(_OUTPUT.value)
-  try:
-    if os.path.exists(output):
-      raise ConfigError(f"{output} exists; choose a new --output directory.")
-    if not _MODEL.value.startswith("resnet") or "1d" in _MODEL.value:
-      raise ConfigError(f"--model={_MODEL.value!r}: only the ImageNet ResNets (resnet18, resnet34, resnet50, "
-                        "resnet101, resnet152) take torchvision weights.")
-    state = read_state_dict(_WEIGHTS.value)
-    if "fc.weight" not in state:
-      raise ConfigError(f"{_WEIGHTS.value} has no fc.weight; is it a torchvision/timm ResNet state dict?")
-    num_classes = state["fc.weight"].shape[0]
-    variables = resnet_variables(state, create_model(_MODEL.value, num_classes))
-  except ConfigError as err:
-    raise SystemExit(f"error: {err}") from None
+  if os.path.exists(output):
+    raise ConfigError(f"{output} exists; choose a new --output directory.")
+  if not _MODEL.value.startswith("resnet") or "1d" in _MODEL.value:
+    raise ConfigError(f"--model={_MODEL.value!r}: only the ImageNet ResNets (resnet18, resnet34, resnet50, "
+                      "resnet101, resnet152) take torchvision weights.")
+  state = read_state_dict(_WEIGHTS.value)
+  if "fc.weight" not in state:
+    raise ConfigError(f"{_WEIGHTS.value} has no fc.weight; is it a torchvision/timm ResNet state dict?")
+  num_classes = state["fc.weight"].shape[0]
+  variables = resnet_variables(state, create_model(_MODEL.value, num_classes))
   with ocp.PyTreeCheckpointer() as writer:  # written to a temporary directory, renamed when complete
     writer.save(output, variables)
   count = sum(x.size for x in jax.tree.leaves(variables["params"]))

@@ -6,7 +6,7 @@ r"""Puts training runs side by side: curves, weight dynamics, level shares and a
 Writes curves.png, dynamics.png, levels.png, summary.md and summary.csv into --output. Works on runs still
 in progress and on any mix of methods; each run is labelled from its config.json.
 """
-from absl import app, flags
+from absl import flags
 
 _WORKDIRS = flags.DEFINE_string("workdirs", None, "Comma-separated workdirs or globs, e.g. 'runs/*'.")
 _OUTPUT = flags.DEFINE_string("output", None, "Directory for the figures and the summary.")
@@ -14,14 +14,9 @@ flags.mark_flags_as_required(["workdirs", "output"])
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  from s3jax.errors import ConfigError
+  del argv
   from s3jax.report import write_report
-  try:
-    paths = write_report(_WORKDIRS.value, _OUTPUT.value)
-  except ConfigError as err:
-    raise SystemExit(f"error: {err}") from None
+  paths = write_report(_WORKDIRS.value, _OUTPUT.value)
   for path in paths.values():
     print(path)
 

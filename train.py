@@ -11,7 +11,7 @@ import logging as pylogging
 import os
 import sys
 
-from absl import app, flags, logging
+from absl import flags, logging
 from ml_collections import config_flags
 
 from s3jax.cli import quiet_library_info
@@ -26,32 +26,6 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index in 
 _DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
     "distributed_timeout", 300, "Seconds a multi-process start waits for all its peers before it fails.")
 flags.mark_flags_as_required(["config", "workdir"])
-
-
-def _is_closed_event_loop(kind, value) -> bool:
-  return kind is RuntimeError and "Event loop is closed" in str(value)
-
-
-def _quiet_closed_event_loops():
-  """Orbax's background writers, cut short by a failed save, raise 'Event loop is closed' from
-  tensorstore's C callbacks by the hundred (as unraisable exceptions); one line is kept for the log, and
-  every other exception still reaches Python's hooks."""
-  default_excepthook, default_unraisablehook = sys.excepthook, sys.unraisablehook
-
-  def log_once(value):
-    logging.log_first_n(logging.WARNING, "Orbax background writer stopped: %s", 1, value)
-
-  def excepthook(kind, value, tb):
-    if _is_closed_event_loop(kind, value):
-      return log_once(value)
-    default_excepthook(kind, value, tb)
-
-  def unraisablehook(unraisable):
-    if _is_closed_event_loop(unraisable.exc_type, unraisable.exc_value):
-      return log_once(unraisable.exc_value)
-    default_unraisablehook(unraisable)
-
-  sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
 
 
 def _exit_with_error_line(message: str):
@@ -90,18 +64,17 @@ def _log_to_workdir(workdir: str):
 
 
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  logging.get_absl_handler().addFilter(quiet_library_info)
-  _quiet_closed_event_loops()
+  del argv
   # Imported after flag parsing, so --help stays fast.
   from s3jax.cli import config_value
+  from s3jax.records.checkpoints import quiet_closed_event_loops
   from s3jax.errors import CheckpointSaveError, ConfigError
   from s3jax.classification import format_final
   from s3jax.training.guards import Preempted, TrainingStopped
   from s3jax.training.loop import train_and_evaluate
   from s3jax.training.sharding import initialize_distributed
 
+  quiet_closed_event_loops()
   config = config_value(_CONFIG)
   process = initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                    _DISTRIBUTED_TIMEOUT.value)
@@ -128,5 +101,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  from s3jax.cli import parse_flags
-  app.run(main, flags_parser=parse_flags)
+  from s3jax.cli import run
+  run(main)

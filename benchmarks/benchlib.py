@@ -17,7 +17,8 @@ from s3jax.config import base_config
 from s3jax.models import create_model
 from s3jax.training import sharding
 from s3jax.training.loop import jit_train_step
-from s3jax.training.state import create_train_state, init_variables, state_for_training
+from s3jax.records.variables import init_variables
+from s3jax.training.state import create_train_state, state_for_training
 
 _DTYPE_BYTES = {"f64": 8, "f32": 4, "bf16": 2, "f16": 2, "s64": 8, "s32": 4, "u32": 4, "s8": 1, "u8": 1,
                 "pred": 1, "s16": 2, "u16": 2, "u64": 8}

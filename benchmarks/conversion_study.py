@@ -36,7 +36,7 @@ from absl import app, flags, logging  # noqa: E402
 from claims_page import format_duration, publish  # noqa: E402
 from paper_claims import run_grid  # noqa: E402
 from s3jax.cli import run  # noqa: E402
-from s3jax.workdir import read_metrics  # noqa: E402
+from s3jax.records.workdir_files import read_config, read_metrics  # noqa: E402
 
 METHODS = (("s3", "S3"), ("denseshift", "DenseShift"), ("deepshift_q", "DeepShift-Q"),
            ("deepshift_ps", "DeepShift-PS"))
@@ -101,12 +101,12 @@ def deepshift_conversion(float_dir: str, methods, bits) -> dict:
   evaluated as is: DeepShift-Q's latent is W itself, DeepShift-PS's shift round(log2|W|) and sign
   sign(W), each clamped to the method's range; no scale, BatchNorms unchanged."""
   import jax.numpy as jnp
-  from s3jax import data, quant, workdir as records
+  from s3jax import data, quant
   from s3jax.deploy.from_workdir import restore_variables
   from s3jax.deploy.inference import evaluate_apply
   from s3jax.quant.tree import map_kernels
-  from s3jax.training.steps import jit_eval_logits
-  config = records.read_config(float_dir)
+  from s3jax.records.eval_program import jit_eval_logits
+  config = read_config(float_dir)
   model, variables, _, _ = restore_variables(config, float_dir)
   logits, dataset = jit_eval_logits(model), data.create_dataset(config)
   released = {

@@ -14,7 +14,7 @@ from absl import app, flags
 
 from benchlib import initial_variables
 from s3jax.cli import parse_flags
-from s3jax.deploy.export import write_export
+from s3jax.deploy.export_format import write_export
 
 
 def export_size(model_name: str, bits: int, num_classes: int, image_size: int, method: str = "s3") -> dict:

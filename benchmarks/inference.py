@@ -21,7 +21,7 @@ from absl import app, flags
 
 from benchlib import FULL_PRECISION_BITS, initial_variables
 from s3jax.cli import parse_flags
-from s3jax.deploy.export import load, write_export
+from s3jax.deploy.export_format import load, write_export
 from s3jax.deploy.inference import plain_apply, shift_add_apply
 
 

@@ -18,7 +18,7 @@ from absl import app, flags
 from s3jax import data
 from s3jax.cli import parse_flags
 from s3jax.config import base_config
-from s3jax.data.synthetic import write_synthetic_imagenet
+from synthetic_data import write_synthetic_imagenet
 
 
 def main(argv):

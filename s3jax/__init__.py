@@ -8,7 +8,7 @@ packages by capability (each imports only those listed after it):
   s3jax.training  the trainer: state, steps, optimizer, checkpoints, metrics, the loop
   s3jax.data      in-memory and tensorflow-datasets input
   s3jax.quant     the methods (pure JAX)       s3jax.models  plain Flax models
-  s3jax.config  s3jax.workdir  s3jax.classification  s3jax.errors
+  s3jax.config  s3jax.records.workdir_files  s3jax.classification  s3jax.errors
 """
 from s3jax.quant import (DEFAULT_RESNET_RULES, Quantizer, S3Latent, convert_to_latents, dense_penalty,
                          dense_weight_penalty, from_codes, init_latent, materialize, materialize_tree, project_tree, quantized_paths,

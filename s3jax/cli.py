@@ -81,8 +81,11 @@ def config_value(config_flag):
 
 
 def quiet_library_info(record) -> bool:
-  """Keeps Orbax's and TensorFlow's INFO chatter out of the training log; their warnings and errors still
-  show, in one line each (s3jax reports what failed and what to do)."""
+  """Keeps Orbax's and TensorFlow's INFO chatter, and jax's notes on the backends it probes ('Unable to
+  initialize backend tpu'), out of the log; their warnings and errors still show, in one line each (s3jax
+  reports what failed and what to do)."""
+  if "/jax/_src/xla_bridge" in record.pathname:
+    return record.levelno >= logging.WARNING
   if not any(lib in record.pathname for lib in ("/orbax/", "/tensorflow")):
     return True
   if record.levelno < logging.WARNING or "read only" in record.getMessage().replace("_", " "):
@@ -145,12 +148,23 @@ def _exit_interrupted(consequence: str):
   os._exit(130)  # at once: library threads may still be writing
 
 
-def run(main, interrupted: str):
-  """`app.run(main)` with `parse_flags`, and Ctrl-C anywhere in `main` ending in one line that says
-  `interrupted` (what was and was not done)."""
+def run(main, interrupted: str | None = None):
+  """What every shell runs: `app.run(main)` with `parse_flags`; stray arguments refused; libraries' INFO
+  chatter filtered (`quiet_library_info`); a ConfigError from `main` ending in its one `error:` line; and,
+  with `interrupted`, Ctrl-C anywhere in `main` ending in one line that says it (what was and was not
+  done). train.py passes none: its trainer saves a checkpoint on Ctrl-C."""
+  from absl import logging as absl_logging
+
+  from s3jax.errors import ConfigError
 
   def guarded(argv):
-    with exit_on_interrupt(interrupted):
-      return main(argv)
+    if len(argv) > 1:
+      raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    absl_logging.get_absl_handler().addFilter(quiet_library_info)
+    with exit_on_interrupt(interrupted) if interrupted else contextlib.nullcontext():
+      try:
+        return main(argv)
+      except ConfigError as err:
+        raise SystemExit(f"error: {err}") from None
 
   app.run(guarded, flags_parser=parse_flags)

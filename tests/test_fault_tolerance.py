@@ -153,7 +153,7 @@ def test_a_read_only_store_opens_while_a_run_deletes_old_steps(tmp_path):
   this churn) and the tool died with a traceback. A read-only store lists again."""
   import threading
   import jax.numpy as jnp
-  from s3jax.training.checkpointing import CheckpointStore
+  from s3jax.records.checkpoints import CheckpointStore
   directory = tmp_path / "checkpoints"
   store = CheckpointStore(str(directory), max_to_keep=100)
   store.save(1, {"w": jnp.ones((8, 8))})

@@ -18,8 +18,8 @@ from s3jax.errors import ConfigError
 from s3jax.models import create_model
 from s3jax.training.init_from import converted_variables, read_float_variables
 from s3jax.training.loop import train_and_evaluate
-from s3jax.training.steps import jit_eval_logits
-from s3jax.workdir import read_metrics
+from s3jax.records.eval_program import jit_eval_logits
+from s3jax.records.workdir_files import read_metrics
 
 from test_config_validation import assert_one_line_error
 

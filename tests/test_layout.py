@@ -1,5 +1,6 @@
 """The architecture, kept: each layer imports only the layers below it, the quantization core imports no
-Flax and no trainer, and no module grows past 250 lines (docs/design.md, 'Layout')."""
+Flax and no trainer, deploy and report import nothing from training, and no library module grows past
+300 lines (250 elsewhere) (docs/design.md, 'Layout')."""
 import ast
 import os
 
@@ -10,14 +11,17 @@ from helpers import REPO
 # Lowest first. A module may import from its own layer and those before it, never from a later one.
 LAYERS = (
     ("s3jax.errors",),
-    ("s3jax.config", "s3jax.classification", "s3jax.workdir"),
+    ("s3jax.config", "s3jax.classification", "s3jax.records.workdir_files"),
     ("s3jax.quant",),
     ("s3jax.models", "s3jax.data"),
+    ("s3jax.records",),  # a run's files, checkpoints, variables and eval program: what every tool reads
     ("s3jax.training",),
     ("s3jax.deploy", "s3jax.report"),
     ("s3jax.cli", "s3jax"),  # the package's own __init__: the public surface, above everything
 )
-MAX_LINES = 250
+# Tools built on a run's records, never on the trainer: an edit in training/ cannot break them.
+INDEPENDENT_OF_TRAINING = ("s3jax.deploy", "s3jax.report")
+MAX_LINES = {"s3jax": 300}  # and 250 for tests, benchmarks and the shells
 
 
 def _modules():
@@ -61,6 +65,12 @@ def test_every_layer_imports_only_layers_below_it():
   assert not wrong, wrong
 
 
+def test_deploy_and_report_import_nothing_from_training():
+  wrong = [f"{module} imports {imported}" for module, path in _modules() if module.startswith(INDEPENDENT_OF_TRAINING)
+           for imported in _imports(path) if imported == "s3jax.training" or imported.startswith("s3jax.training.")]
+  assert not wrong, wrong
+
+
 def test_the_quantization_core_imports_no_flax_and_no_other_s3jax_package():
   for module, path in _modules():
     if not module.startswith("s3jax.quant"):
@@ -71,9 +81,10 @@ def test_the_quantization_core_imports_no_flax_and_no_other_s3jax_package():
 
 
 @pytest.mark.parametrize("folder", ["s3jax", "benchmarks", "tests", "."])
-def test_no_module_over_250_lines(folder):
+def test_no_module_over_its_ceiling(folder):
   top = os.path.join(REPO, folder)
   paths = ([os.path.join(r, f) for r, _, fs in os.walk(top) for f in fs if f.endswith(".py")]
            if folder != "." else [os.path.join(top, f) for f in os.listdir(top) if f.endswith(".py")])
-  long = {os.path.relpath(p, REPO): n for p in paths if (n := len(open(p).readlines())) > MAX_LINES}
+  ceiling = MAX_LINES.get(folder, 250)
+  long = {os.path.relpath(p, REPO): n for p in paths if (n := len(open(p).readlines())) > ceiling}
   assert not long, long

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import REPO, load_config, restore_checkpoint
-from s3jax.workdir import read_metrics
+from s3jax.records.workdir_files import read_metrics
 from s3jax.training.loop import train_and_evaluate
 
 QUANTIZED = 76_288  # weights in configs/digits.py's quantized convs (ResNet-8)

@@ -11,14 +11,14 @@ from s3jax import quant
 from s3jax.config import VIT_QUANT_RULES
 from s3jax.data import ProcessShard, input_shape
 from s3jax.data.in_memory import InMemoryDataset
-from s3jax.deploy.export import load, write_export
+from s3jax.deploy.export_format import load, write_export
 from s3jax.deploy.from_workdir import evaluate_export, export_checkpoint
 from s3jax.deploy.inference import export_stablehlo, load_stablehlo, plain_apply, shift_add_apply
 from s3jax.errors import ConfigError
 from s3jax.models import create_model
 from s3jax.quant.tree import latents_with_paths
 from s3jax.training.loop import train_and_evaluate
-from s3jax.training.steps import jit_eval_logits
+from s3jax.records.eval_program import jit_eval_logits
 
 from helpers import load_config
 

@@ -1,20 +1,23 @@
 """tensorflow-datasets input on the real builders: a synthetic ILSVRC2012 manual_dir and an image folder."""
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from helpers import load_config
+from helpers import REPO, load_config
 from s3jax import data
 from s3jax.errors import DataError
-from s3jax.workdir import read_metrics
+from s3jax.records.workdir_files import read_metrics
 from s3jax.deploy.from_workdir import export_checkpoint
-from s3jax.data.synthetic import val_color, write_image_folder, write_synthetic_imagenet
 from s3jax.data.preprocessing import IMAGENET_MEAN, IMAGENET_STD, random_resized_crop, resize_and_center_crop
 from s3jax.training.loop import train_and_evaluate
+
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+from synthetic_data import val_color, write_image_folder, write_synthetic_imagenet  # noqa: E402
 
 NUM_VAL = 20
 

@@ -15,7 +15,7 @@ from helpers import REPO, config_names, load_config, restore_checkpoint
 from s3jax import data
 from s3jax.training import sharding
 from s3jax.config import validate_config
-from s3jax.workdir import read_metrics
+from s3jax.records.workdir_files import read_metrics
 from s3jax.models import create_model
 from s3jax.training.optim import make_optimizer
 from s3jax.training.loop import jit_train_step, train_and_evaluate

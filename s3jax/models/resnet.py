@@ -25,51 +25,56 @@ def _pad(k: int, dims: int = 2):
   return ((k // 2, k // 2),) * dims
 
 
+ModuleDef = Any
+
+
 class BasicBlock(nn.Module):
+  """Two 3x3 convs. `conv` and `norm` come from the ResNet, which sets their dtype and BatchNorm's mode."""
   filters: int
+  conv: ModuleDef
+  norm: ModuleDef
   strides: int = 1
-  dtype: Any = jnp.float32
   spatial_dims: int = 2
   expansion = 1
 
   @nn.compact
-  def __call__(self, x, train: bool):
-    d = self.spatial_dims
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
-    norm = functools.partial(BatchNorm, use_running_average=not train, dtype=self.dtype)
+  def __call__(self, x):
+    d, conv, norm = self.spatial_dims, self.conv, self.norm
     y = conv(self.filters, (3,) * d, (self.strides,) * d, padding=_pad(3, d), name="conv1")(x)
     y = nn.relu(norm(name="bn1")(y))
     y = conv(self.filters, (3,) * d, padding=_pad(3, d), name="conv2")(y)
     y = norm(name="bn2")(y)
-    if x.shape[-1] != self.filters or self.strides != 1:
-      x = conv(self.filters, (1,) * d, (self.strides,) * d, name="downsample_conv")(x)
-      x = norm(name="downsample_bn")(x)
-    return nn.relu(x + y)
+    return nn.relu(_shortcut(self, x, self.filters) + y)
 
 
 class Bottleneck(nn.Module):
+  """1x1, 3x3 (strided: ResNet v1.5), 1x1 convs, `expansion` times wider out."""
   filters: int
+  conv: ModuleDef
+  norm: ModuleDef
   strides: int = 1
-  dtype: Any = jnp.float32
   spatial_dims: int = 2
   expansion = 4
 
   @nn.compact
-  def __call__(self, x, train: bool):
-    d = self.spatial_dims
-    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
-    norm = functools.partial(BatchNorm, use_running_average=not train, dtype=self.dtype)
-    out = self.filters * self.expansion
+  def __call__(self, x):
+    d, conv, norm = self.spatial_dims, self.conv, self.norm
     y = conv(self.filters, (1,) * d, name="conv1")(x)
     y = nn.relu(norm(name="bn1")(y))
     y = conv(self.filters, (3,) * d, (self.strides,) * d, padding=_pad(3, d), name="conv2")(y)
     y = nn.relu(norm(name="bn2")(y))
-    y = conv(out, (1,) * d, name="conv3")(y)
+    y = conv(self.filters * self.expansion, (1,) * d, name="conv3")(y)
     y = norm(name="bn3")(y)
-    if x.shape[-1] != out or self.strides != 1:
-      x = conv(out, (1,) * d, (self.strides,) * d, name="downsample_conv")(x)
-      x = norm(name="downsample_bn")(x)
-    return nn.relu(x + y)
+    return nn.relu(_shortcut(self, x, self.filters * self.expansion) + y)
+
+
+def _shortcut(block, x, out: int):
+  """The identity, or a strided 1x1 projection where the shape changes (inside `block`'s compact call)."""
+  if x.shape[-1] == out and block.strides == 1:
+    return x
+  d = block.spatial_dims
+  x = block.conv(out, (1,) * d, (block.strides,) * d, name="downsample_conv")(x)
+  return block.norm(name="downsample_bn")(x)
 
 
 class ResNet(nn.Module):
@@ -86,21 +91,20 @@ class ResNet(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool = True):
     d = self.spatial_dims
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype)
+    norm = functools.partial(BatchNorm, use_running_average=not train, dtype=self.dtype)
     x = jnp.asarray(x, self.dtype)
     if self.imagenet_stem:
-      x = nn.Conv(self.widths[0], (7,) * d, (2,) * d, padding=_pad(7, d), use_bias=False, dtype=self.dtype,
-                  name="stem_conv")(x)
+      x = conv(self.widths[0], (7,) * d, (2,) * d, padding=_pad(7, d), name="stem_conv")(x)
     else:
-      x = nn.Conv(self.widths[0], (3,) * d, padding=_pad(3, d), use_bias=False, dtype=self.dtype,
-                  name="stem_conv")(x)
-    x = nn.relu(BatchNorm(use_running_average=not train, dtype=self.dtype, name="stem_bn")(x))
+      x = conv(self.widths[0], (3,) * d, padding=_pad(3, d), name="stem_conv")(x)
+    x = nn.relu(norm(name="stem_bn")(x))
     if self.imagenet_stem:
       x = nn.max_pool(x, (3,) * d, strides=(2,) * d, padding=_pad(3, d))
     for i, (num_blocks, width) in enumerate(zip(self.stage_sizes, self.widths)):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
-        x = self.block(width, strides, dtype=self.dtype, spatial_dims=d,
-                       name=f"stage{i + 1}_block{j}")(x, train)
+        x = self.block(width, conv, norm, strides, spatial_dims=d, name=f"stage{i + 1}_block{j}")(x)
     x = jnp.mean(x, axis=tuple(range(1, d + 1)))
     return nn.Dense(self.num_classes, dtype=self.dtype, name="head")(x).astype(jnp.float32)
 

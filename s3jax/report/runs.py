@@ -6,7 +6,7 @@ import os
 
 from absl import logging
 
-from s3jax.workdir import CONFIG_FILE, read_config, read_metrics
+from s3jax.records.workdir_files import CONFIG_FILE, read_config, read_metrics
 from s3jax.errors import ConfigError
 from s3jax.quant.interface import method_names
 from s3jax.quant.options import method_options
@@ -78,7 +78,7 @@ def run_label(config: dict) -> str:
   """'s3 3b normal seed0', 'denseshift 3b seed1', 'float seed0' (+ ' fixed-scale' etc. when not none,
   ' gradient-through' for a scale whose gradient goes through the straight-through estimator, and
   ' from-float' for a run started from a converted float model, `init_from`).
-  `config`: a workdir's config with every key (`s3jax.workdir.read_config`), as a dict."""
+  `config`: a workdir's config with every key (`s3jax.records.workdir_files.read_config`), as a dict."""
   quant = config["quant"]
   seed = f"seed{config['seed']}"
   if quant["method"] == "float":

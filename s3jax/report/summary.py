@@ -2,7 +2,7 @@
 at its bit width."""
 import csv
 
-from s3jax import workdir as records
+from s3jax.records import workdir_files
 from s3jax.report.runs import method_option_values
 
 SUMMARY_COLUMNS = ("run", "method", "bits", "init", "seed", "model", "data", "steps", "final_top1",
@@ -16,10 +16,10 @@ def model_size(config: dict, workdir: str) -> dict:
 
   from s3jax import data, quant
   from s3jax.models import create_model
-  from s3jax.training.state import abstract_variables
+  from s3jax.records.variables import abstract_variables
 
   cfg = ml_collections.ConfigDict(config)
-  record = records.read_model_input(workdir)
+  record = workdir_files.read_model_input(workdir)
   if record is None:  # a run trained before s3jax recorded its input
     if not cfg.num_classes:
       return {}

@@ -6,7 +6,7 @@ import signal
 import jax
 from absl import logging
 
-from s3jax.training import checkpointing
+from s3jax.records import checkpoints
 
 
 class TrainingStopped(RuntimeError):
@@ -30,7 +30,7 @@ class PreemptionWatch:
   default there, since only the host it reached would see it).
   """
 
-  def __init__(self, store: checkpointing.CheckpointStore):
+  def __init__(self, store: checkpoints.CheckpointStore):
     self._store, self._signalled, self._previous = store, False, {}
     signals = (signal.SIGTERM, signal.SIGINT) if jax.process_count() == 1 else ()
     for sig in signals:
@@ -61,7 +61,7 @@ class PreemptionWatch:
 class NonFiniteGuard:
   """Reads each step's `train/nonfinite` flag one step late, so the check never stalls the device queue."""
 
-  def __init__(self, policy: str, store: checkpointing.CheckpointStore):
+  def __init__(self, policy: str, store: checkpoints.CheckpointStore):
     self._policy, self._store, self._pending = policy, store, None
     self.skipped = 0
 

@@ -17,9 +17,9 @@ from etils import epath
 from s3jax import quant
 from s3jax.errors import ConfigError
 from s3jax.quant.conversion import convert_to_latents
-from s3jax.training import checkpointing
-from s3jax.training.checkpoint_reading import read_variables
-from s3jax.training.state import abstract_variables_on_one_device
+from s3jax.records import checkpoints
+from s3jax.records.checkpoint_reading import read_variables
+from s3jax.records.variables import abstract_variables_on_one_device
 
 _MISMATCH = ("set --config.model (and num_classes) to those of the float model, or check the model's input "
              "shape")
@@ -43,7 +43,7 @@ def read_float_variables(path: str, abstract: dict) -> tuple[dict, str]:
                       "checkpoint.")
   managed = root / "checkpoints" if (root / "checkpoints").is_dir() else root
   if any(p.name.isdigit() for p in managed.iterdir()) and not _is_pytree_checkpoint(managed):
-    store = checkpointing.CheckpointStore(os.fspath(managed), read_only=True)
+    store = checkpoints.CheckpointStore(os.fspath(managed), read_only=True)
     try:
       steps = store.all_steps()
       if not steps:

@@ -7,11 +7,12 @@ import time
 import jax
 from absl import logging
 
-from s3jax import data, quant, workdir as records
+from s3jax import data, quant
 from s3jax.config import validate_config
 from s3jax.errors import ConfigError
 from s3jax.models import create_model
-from s3jax.training import checkpointing, init_from, sharding
+from s3jax.records import checkpoints, workdir_files
+from s3jax.training import init_from, sharding
 from s3jax.training.durations import Durations
 from s3jax.training.evaluation import evaluate, format_eval, make_weight_statistics
 from s3jax.training.guards import NonFiniteGuard, Preempted, PreemptionWatch
@@ -59,7 +60,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   mesh = sharding.make_data_mesh()
   is_writer = jax.process_index() == 0
   if is_writer:
-    records.prepare(workdir)
+    workdir_files.prepare(workdir)
 
   dataset = data.create_dataset(config)
   if config.num_classes and config.num_classes != dataset.num_classes:
@@ -70,9 +71,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   init, tx, schedule = jitted_initializer(config, model, dataset.image_shape, durations.steps_per_epoch, mesh)
   key = jax.random.key(config.seed)
 
-  store = checkpointing.CheckpointStore(os.path.join(workdir, records.CHECKPOINTS), config.keep_checkpoints,
-                                        identity={"quant": checkpointing.quant_identity(config)})
-  changed = records.config_changes(workdir, config)
+  store = checkpoints.CheckpointStore(os.path.join(workdir, workdir_files.CHECKPOINTS), config.keep_checkpoints,
+                                        identity={"quant": checkpoints.quant_identity(config)})
+  changed = workdir_files.config_changes(workdir, config)
   abstract_state = init.trace(key).out_info
   state = store.restore(abstract_state, changed)
   converted = state is None and bool(config.init_from)
@@ -84,8 +85,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     logging.info("Resuming from %s; init_from applies to a fresh run only.", store.directory)
   start_step = int(state.step)
   if is_writer:
-    records.record_config(workdir, config, start_step, changed)
-    records.write_model_input(workdir, config.model, dataset.num_classes, dataset.input_spec())
+    workdir_files.record_config(workdir, config, start_step, changed)
+    workdir_files.write_model_input(workdir, config.model, dataset.num_classes, dataset.input_spec())
   writer = MetricWriter(workdir, enabled=is_writer)
   writer.truncate_after(start_step)
 
@@ -110,7 +111,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   nonfinite = NonFiniteGuard(config.nonfinite, store)
   eval_metrics = {}
   if is_writer:
-    records.mark_in_progress(workdir)
+    workdir_files.mark_in_progress(workdir)
   try:
     with jax.set_mesh(mesh):
       batches = dataset.train_iterator(start_step)
@@ -160,5 +161,5 @@ def train_and_evaluate(config, workdir: str) -> dict:
     finally:
       writer.close()
       if is_writer:
-        records.clear_in_progress(workdir)
+        workdir_files.clear_in_progress(workdir)
   return eval_metrics

@@ -12,7 +12,7 @@ import time
 import numpy as np
 from etils import epath
 
-from s3jax.workdir import METRICS_FILE
+from s3jax.records.workdir_files import METRICS_FILE
 SUPERSEDED_FILE = "metrics.superseded.jsonl"
 
 

@@ -7,6 +7,7 @@ from s3jax.classification import cross_entropy_loss, eval_sums
 from s3jax.quant import materialize, materialize_tree, project_tree, unbank_tree
 from s3jax.quant.interface import is_latent
 from s3jax.quant.tree import gradient_proxies, proxy_floats, proxy_pullback
+from s3jax.records.eval_program import eval_logits
 from s3jax.training.state import TrainState
 
 
@@ -88,18 +89,6 @@ def materialized_once(proxies, like, step):
 
   weights = iter(jax.lax.cond(step >= 0, quantized_weights, quantized_weights, proxies))
   return jax.tree.unflatten(treedef, [next(weights) if is_latent(x) else x for x in leaves])
-
-
-def eval_logits(model, params, batch_stats, images):
-  """The model in eval mode on materialized weights: what every evaluation of a checkpoint computes."""
-  return model.apply({"params": materialize_tree(params), "batch_stats": batch_stats}, images, train=False)
-
-
-def jit_eval_logits(model):
-  """`eval_logits` jitted over ({'params', 'batch_stats'}, images): the one program that evaluates a
-  checkpoint and that the plain path of its export runs, so the two agree bit for bit on any CPU."""
-  return jax.jit(lambda variables, images: eval_logits(model, variables["params"], variables["batch_stats"],
-                                                       images))
 
 
 def make_eval_step(model):

@@ -12,6 +12,7 @@ Nothing a user trained is ever deleted or moved for a reason other than unreadab
 import contextlib
 import re
 import shutil
+import sys
 import time
 
 import jax
@@ -21,7 +22,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from s3jax.errors import CheckpointSaveError, ConfigError
-from s3jax.training.checkpoint_reading import check_same_structure, describe_error, read_variables
+from s3jax.records.checkpoint_reading import check_same_structure, describe_error, read_variables
 
 _TEMPORARY_SUFFIX = ".orbax-checkpoint-tmp"
 _ITEM = "default"
@@ -214,3 +215,29 @@ class CheckpointStore:
     finally:
       with contextlib.suppress(Exception):  # already reported
         self._manager.close()
+
+
+def _is_closed_event_loop(kind, value) -> bool:
+  return kind is RuntimeError and "Event loop is closed" in str(value)
+
+
+def quiet_closed_event_loops():
+  """Orbax's background writers, cut short by a failed save, raise 'Event loop is closed' from
+  tensorstore's C callbacks by the hundred (as unraisable exceptions); one line is kept for the log, and
+  every other exception still reaches Python's hooks."""
+  default_excepthook, default_unraisablehook = sys.excepthook, sys.unraisablehook
+
+  def log_once(value):
+    logging.log_first_n(logging.WARNING, "Orbax background writer stopped: %s", 1, value)
+
+  def excepthook(kind, value, tb):
+    if _is_closed_event_loop(kind, value):
+      return log_once(value)
+    default_excepthook(kind, value, tb)
+
+  def unraisablehook(unraisable):
+    if _is_closed_event_loop(unraisable.exc_type, unraisable.exc_value):
+      return log_once(unraisable.exc_value)
+    default_unraisablehook(unraisable)
+
+  sys.excepthook, sys.unraisablehook = excepthook, unraisablehook

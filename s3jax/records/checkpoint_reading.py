@@ -1,5 +1,5 @@
 """Reading the variables of an Orbax checkpoint, shapes checked first, every failure one ConfigError line:
-what `checkpointing.CheckpointStore` and `init_from` (a bare Orbax checkpoint) restore through."""
+what `checkpoints.CheckpointStore` and `init_from` (a bare Orbax checkpoint) restore through."""
 import jax
 import orbax.checkpoint as ocp
 from etils import epath

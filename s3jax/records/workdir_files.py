@@ -8,7 +8,7 @@ reads them.
                      (shape, normalisation), written when training starts
   metrics.jsonl      one JSON object per logged step (s3jax.training.metrics writes it)
   train.log          the console log
-  checkpoints/       Orbax checkpoints (s3jax.training.checkpointing)
+  checkpoints/       Orbax checkpoints (s3jax.records.checkpoints)
 """
 import json
 import os

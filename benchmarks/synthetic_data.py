@@ -1,4 +1,5 @@
-"""Small synthetic image trees in the real on-disk layouts, for tests and input benchmarks."""
+"""Small synthetic image trees in the real on-disk layouts (ILSVRC2012 tars, image folders), for tests and
+benchmarks/input_pipeline.py; outside the library, which never needs them."""
 import io
 import os
 import tarfile
