@@ -67,14 +67,12 @@ def main(argv):
   del argv
   # Imported after flag parsing, so --help stays fast.
   from s3jax.cli import config_value
-  from s3jax.records.checkpoints import quiet_closed_event_loops
   from s3jax.errors import CheckpointSaveError, ConfigError
   from s3jax.classification import format_final
   from s3jax.training.guards import Preempted, TrainingStopped
   from s3jax.training.loop import train_and_evaluate
   from s3jax.training.sharding import initialize_distributed
 
-  quiet_closed_event_loops()
   config = config_value(_CONFIG)
   process = initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                    _DISTRIBUTED_TIMEOUT.value)

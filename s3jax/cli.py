@@ -150,7 +150,8 @@ def _exit_interrupted(consequence: str):
 
 def run(main, interrupted: str | None = None):
   """What every shell runs: `app.run(main)` with `parse_flags`; stray arguments refused; libraries' INFO
-  chatter filtered (`quiet_library_info`); a ConfigError from `main` ending in its one `error:` line; and,
+  chatter filtered (`quiet_library_info`) and Orbax's background errors after a failure kept to one log
+line (`records.checkpoints.quiet_orbax_background_errors`); a ConfigError from `main` ending in its one `error:` line; and,
   with `interrupted`, Ctrl-C anywhere in `main` ending in one line that says it (what was and was not
   done). train.py passes none: its trainer saves a checkpoint on Ctrl-C."""
   from absl import logging as absl_logging
@@ -161,6 +162,8 @@ def run(main, interrupted: str | None = None):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     absl_logging.get_absl_handler().addFilter(quiet_library_info)
+    from s3jax.records.checkpoints import quiet_orbax_background_errors  # imports jax: after --help
+    quiet_orbax_background_errors()
     with exit_on_interrupt(interrupted) if interrupted else contextlib.nullcontext():
       try:
         return main(argv)

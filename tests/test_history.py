@@ -77,6 +77,23 @@ def test_a_compatible_change_resumes_and_keeps_the_earlier_config(finished, tmp_
   assert "Config changed at step 20" in open(os.path.join(workdir, "train.log")).read()
 
 
+def test_a_corrupt_metrics_line_stops_a_resume_with_one_line_and_nothing_moves(finished, tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(finished, workdir)
+  path = os.path.join(workdir, "metrics.jsonl")
+  lines = open(path).read().splitlines()
+  lines[1] = lines[1][:len(lines[1]) // 2]  # a line broken in the middle of the history
+  open(path, "w").write("\n".join(lines) + "\n")
+  shutil.rmtree(os.path.join(workdir, "checkpoints", "20"))  # so that the rerun resumes (from step 10)
+  before = snapshot(workdir)
+  result = run(workdir)
+  assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+  assert last_line(result).startswith(f"error: {path}, line 2, is not a metrics record"), last_line(result)
+  after = snapshot(workdir)
+  assert {k: v for k, v in after.items() if k != "train.log"} == \
+      {k: v for k, v in before.items() if k != "train.log"}
+
+
 def test_a_resume_sets_later_history_aside_instead_of_deleting_it(finished, tmp_path):
   import tensorflow as tf
   workdir = str(tmp_path / "run")

@@ -1,5 +1,6 @@
 """torchvision/timm ResNet weights imported into s3jax (s3jax.models.pretrained), checked against
 torchvision's own forward pass on the same weights (torch's CPU build is a test-only dependency)."""
+import os
 import subprocess
 import sys
 
@@ -79,6 +80,18 @@ def test_every_torchvision_depth_imports(name):
                                 state["layer2.0.downsample.1.running_var"])
 
 
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+@pytest.mark.parametrize("keep", [0.33, 0.0])
+def test_a_cut_short_or_empty_state_dict_is_one_error_naming_the_file(tmp_path, suffix, keep):
+  whole = tmp_path / f"whole{suffix}"
+  state = {k: v.contiguous() for k, v in torch_resnet("bottleneck").state_dict().items()}
+  save_file(state, str(whole)) if suffix == ".safetensors" else torch.save(state, whole)
+  cut = tmp_path / f"cut{suffix}"
+  cut.write_bytes(whole.read_bytes()[:int(whole.stat().st_size * keep)])
+  with pytest.raises(ConfigError, match=rf"^{cut} is not a (readable .safetensors file|torch state dict) .*cut short"):
+    read_state_dict(str(cut))
+
+
 def test_import_cli_writes_what_init_from_reads_and_refuses_another_depth(tmp_path):
   bottleneck = str(tmp_path / "bottleneck.safetensors")
   save_file({k: v.contiguous() for k, v in torch_resnet("bottleneck").state_dict().items()}, bottleneck)
@@ -94,6 +107,13 @@ def test_import_cli_writes_what_init_from_reads_and_refuses_another_depth(tmp_pa
   result = import_weights(bottleneck, "resnet50", tmp_path / "no")
   assert result.returncode != 0 and "Traceback" not in result.stderr
   assert result.stderr.strip().splitlines()[-1].startswith("error: the state dict has nothing for stage1_block1")
+  assert not (tmp_path / "no").exists()
+  cut = tmp_path / "cut.safetensors"  # a download cut short: one line, nothing written
+  cut.write_bytes(open(bottleneck, "rb").read()[:os.path.getsize(bottleneck) // 3])
+  result = import_weights(cut, "resnet50", tmp_path / "no")
+  assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+  assert result.stderr.strip().splitlines() == [result.stderr.strip().splitlines()[-1]]
+  assert result.stderr.strip().startswith(f"error: {cut} is not a readable .safetensors file")
   assert not (tmp_path / "no").exists()
   # A whole ResNet-18: what the CLI writes is what --config.init_from reads.
   weights = str(tmp_path / "resnet18.safetensors")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from helpers import REPO, load_config, restore_checkpoint
-from s3jax.records.workdir_files import read_metrics
+from s3jax.records.workdir_files import mark_in_progress, read_metrics
 from s3jax.training.loop import train_and_evaluate
 
 QUANTIZED = 76_288  # weights in configs/digits.py's quantized convs (ResNet-8)
@@ -115,6 +115,7 @@ def test_report_on_a_run_in_progress_and_bad_workdirs(tmp_path):
   config = load_config("digits", **{"quant.method": "denseshift"})
   (workdir / "config.json").write_text(config.to_json())
   (workdir / "metrics.jsonl").write_text('{"step": 5, "train/loss": 2.0}\n{"step": 10, "train/l')
+  mark_in_progress(str(workdir))  # this process, alive: the run is writing its last line right now
   paths = write_report([str(workdir)], str(tmp_path / "out"))
   assert all(os.path.getsize(p) > 0 for p in paths.values())
   result = subprocess.run([sys.executable, "report.py", f"--workdirs={tmp_path}/nothing*",
@@ -122,6 +123,27 @@ def test_report_on_a_run_in_progress_and_bad_workdirs(tmp_path):
                           timeout=120)
   assert result.returncode == 1 and "Traceback" not in result.stderr
   assert "matches no workdir" in result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize("lines, in_progress, bad_line", [
+    ('{"step": 5, "train/loss": 2.0}\n{"step": 10, "train/l\n{"step": 15, "train/loss": 1.0}\n', True, 2),
+    ('{"step": 5, "train/loss": 2.0}\n[1, 2]\n', True, 2),
+    ('{"step": 5, "train/loss": 2.0}\n{"step": 10, "train/l', False, 2),  # cut short, but no run is writing
+])
+def test_a_corrupt_metrics_line_is_named_by_the_report(tmp_path, lines, in_progress, bad_line):
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "config.json").write_text(load_config("digits").to_json())
+  (workdir / "metrics.jsonl").write_text(lines)
+  if in_progress:
+    mark_in_progress(str(workdir))
+  result = subprocess.run([sys.executable, "report.py", f"--workdirs={workdir}", f"--output={tmp_path}/out"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+  message = result.stderr.strip().splitlines()
+  assert len(message) == 1 and message[0].startswith(f"error: {workdir}/metrics.jsonl, line {bad_line}, is not"), message
+  assert "fix or delete that line" in message[0]
+  assert (workdir / "metrics.jsonl").read_text() == lines and not (tmp_path / "out").exists()
 
 
 def test_run_labels_tell_apart_every_setting_the_grids_vary():

@@ -43,15 +43,15 @@ def restore_variables(config, workdir: str, step: int | None = None, spec: dict 
   """(model, {'params', 'batch_stats'}, step, model_input) of a workdir's checkpoint (latest, or `step`),
   on the first device. `spec`: its `model_input`, if already read. Raises ConfigError when the checkpoint
   does not fit `config`."""
-  checkpoints = os.path.join(workdir, workdir_files.CHECKPOINTS)
-  if not os.path.isdir(checkpoints):
+  directory = os.path.join(workdir, workdir_files.CHECKPOINTS)
+  if not os.path.isdir(directory):
     raise ConfigError(f"{workdir} holds no {workdir_files.CHECKPOINTS}/ directory: train there first, or fix "
                       "--workdir.")
   spec = spec or model_input(config, workdir)
   model = create_model(config.model, spec["num_classes"], config.half_precision)
   abstract = abstract_variables_on_one_device(config, model, spec["input"]["shape"])
-  store = checkpoints.CheckpointStore(checkpoints, config.keep_checkpoints, read_only=True,
-                                        identity={"quant": checkpoints.quant_identity(config)})
+  store = checkpoints.CheckpointStore(directory, config.keep_checkpoints, read_only=True,
+                                    identity={"quant": checkpoints.quant_identity(config)})
   try:
     variables, step = store.restore_variables(abstract, step)
   finally:

@@ -32,7 +32,11 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
     raise ConfigError(f"{path} is not a file; give a .safetensors or .pth state dict.")
   if path.endswith(".safetensors"):
     from safetensors.numpy import load_file
-    state = load_file(path)
+    try:
+      state = load_file(path)
+    except Exception as err:  # pylint: disable=broad-except  (SafetensorError, or a header that is not JSON)
+      raise ConfigError(f"{path} is not a readable .safetensors file ({type(err).__name__}: "
+                        f"{' '.join(str(err).split())[:200]}); is it cut short? Download or save it again.") from None
   else:
     try:
       import torch
@@ -42,7 +46,8 @@ def read_state_dict(path: str) -> dict[str, np.ndarray]:
     try:
       state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # pylint: disable=broad-except
-      raise ConfigError(f"{path} is not a torch state dict ({type(err).__name__}: {err}).") from None
+      raise ConfigError(f"{path} is not a torch state dict ({type(err).__name__}: "
+                        f"{' '.join(str(err).split())[:200]}); is it cut short? Download or save it again.") from None
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict):
       raise ConfigError(f"{path} holds a {type(state).__name__}, not a state dict; save model.state_dict().")

@@ -10,6 +10,8 @@ Nothing a user trained is ever deleted or moved for a reason other than unreadab
 - A failed save (no space left, say) stops the run with one line; the last good checkpoint stays.
 """
 import contextlib
+import json
+import os
 import re
 import shutil
 import sys
@@ -25,7 +27,13 @@ from s3jax.errors import CheckpointSaveError, ConfigError
 from s3jax.records.checkpoint_reading import check_same_structure, describe_error, read_variables
 
 _TEMPORARY_SUFFIX = ".orbax-checkpoint-tmp"
+
+
+class UnreadableCheckpoint(Exception):
+  """A listed step whose files cannot be read (truncated, corrupted): the trainer sets it aside, a reading
+  tool reports it in one line."""
 _ITEM = "default"
+_STEP_METADATA = "_CHECKPOINT_METADATA"  # Orbax's record of a step, holding its custom metadata
 
 
 def _describe(value) -> str:
@@ -106,8 +114,19 @@ class CheckpointStore:
     return sorted(self._manager.all_steps())
 
   def identity(self, step: int) -> dict:
-    """What the checkpoint at `step` records of its run (e.g. {'quant': {'method': 's3', ...}})."""
-    return self._manager.metadata(step).custom_metadata or {}
+    """What the checkpoint at `step` records of its run (e.g. {'quant': {'method': 's3', ...}}). Raises
+    UnreadableCheckpoint when its files cannot be read (Orbax reads the whole step's metadata)."""
+    try:
+      identity = self._manager.metadata(step).custom_metadata or {}
+    except Exception as err:  # pylint: disable=broad-except
+      raise UnreadableCheckpoint(describe_error(err)) from None
+    step_file = self.directory / str(step) / _STEP_METADATA
+    if not identity and step_file.exists():  # Orbax logs a file it cannot parse and reads it as empty
+      try:
+        json.loads(step_file.read_text())
+      except (OSError, ValueError) as err:
+        raise UnreadableCheckpoint(f"{step_file}: {describe_error(err)}") from None
+    return identity
 
   def _check_same_identity(self, step: int):
     saved = self.identity(step)
@@ -126,10 +145,15 @@ class CheckpointStore:
     for step in reversed(self.all_steps()):
       try:
         metadata = self._manager.item_metadata(step).tree
+        self._check_same_identity(step)  # and the whole state, optimizer included, leaf for leaf:
+      except UnreadableCheckpoint as err:
+        self._set_aside(step, err)
+        continue
+      except ConfigError:
+        raise
       except Exception as err:  # pylint: disable=broad-except
         self._set_aside(step, err)
         continue
-      self._check_same_identity(step)  # and the whole state, optimizer included, leaf for leaf:
       hint = f"; config keys changed since it was saved: {changed}" if changed else ""
       check_same_structure(metadata, abstract_state, f"the checkpoint at step {step} in {self.directory}",
                            f"{hint}; use a new --workdir or the config it was trained with.")
@@ -155,8 +179,11 @@ class CheckpointStore:
       step = steps[-1]
     elif step not in steps:
       raise ConfigError(f"no checkpoint at step {step} in {self.directory}; it holds steps {steps}.")
-    self._check_same_identity(step)
     where = f"the checkpoint at step {step} in {self.directory}"
+    try:
+      self._check_same_identity(step)
+    except UnreadableCheckpoint as err:
+      raise ConfigError(f"{where} is unreadable ({err}); {fix} (it holds {steps}).") from None
     return read_variables(self.directory / str(step) / _ITEM, abstract_variables, where,
                           f"{fix} (it holds {steps})", mismatch_fix), step
 
@@ -217,26 +244,32 @@ class CheckpointStore:
         self._manager.close()
 
 
-def _is_closed_event_loop(kind, value) -> bool:
-  return kind is RuntimeError and "Event loop is closed" in str(value)
+def _is_orbax_background_error(kind, value, source=None) -> bool:
+  """'Event loop is closed' from tensorstore's callbacks, or an error left in an Orbax coroutine that was
+  never awaited again (`source`): what Orbax's background work leaves when a save or read fails."""
+  code = getattr(source, "cr_code", None)
+  return ((kind is RuntimeError and "Event loop is closed" in str(value))
+          or (code is not None and f"{os.sep}orbax{os.sep}" in code.co_filename))
 
 
-def quiet_closed_event_loops():
-  """Orbax's background writers, cut short by a failed save, raise 'Event loop is closed' from
-  tensorstore's C callbacks by the hundred (as unraisable exceptions); one line is kept for the log, and
-  every other exception still reaches Python's hooks."""
+def quiet_orbax_background_errors():
+  """Orbax's background work, cut short by a failed save or an unreadable checkpoint, raises by the hundred
+  from tensorstore's C callbacks and from abandoned coroutines (as unraisable exceptions), after s3jax has
+  reported the failure; one line is kept for the log, and every other exception still reaches Python's
+  hooks. Every command-line tool installs this (`s3jax.cli.run`)."""
   default_excepthook, default_unraisablehook = sys.excepthook, sys.unraisablehook
 
   def log_once(value):
-    logging.log_first_n(logging.WARNING, "Orbax background writer stopped: %s", 1, value)
+    logging.log_first_n(logging.WARNING, "Orbax background work stopped: %s", 1,
+                        " ".join(str(value).split())[:200])
 
   def excepthook(kind, value, tb):
-    if _is_closed_event_loop(kind, value):
+    if _is_orbax_background_error(kind, value):
       return log_once(value)
     default_excepthook(kind, value, tb)
 
   def unraisablehook(unraisable):
-    if _is_closed_event_loop(unraisable.exc_type, unraisable.exc_value):
+    if _is_orbax_background_error(unraisable.exc_type, unraisable.exc_value, unraisable.object):
       return log_once(unraisable.exc_value)
     default_unraisablehook(unraisable)
 

@@ -112,20 +112,42 @@ def read_model_input(workdir: str) -> dict | None:
                       "config instead.") from None
 
 
-def read_metrics(workdir: str, in_progress: bool = False) -> list[dict]:
-  """All records of a workdir's metrics.jsonl. `in_progress`: the run may be writing it now, so a missing
-  file is no records and a line cut short is left out."""
-  path = epath.Path(workdir) / METRICS_FILE
-  if in_progress and not path.exists():
-    return []
-  records = []
-  for line in filter(str.strip, path.read_text().splitlines()):
+def metrics_lines(path: epath.Path, in_progress: bool) -> list[tuple[dict | None, str]]:
+  """(record, line) for each line of a metrics.jsonl; record None for a last line cut short (no newline
+  after it) while `in_progress`: a run writing it now, or one killed mid-write. Any other line that is not
+  a {"step": N, ...} object is a ConfigError naming the file and the line."""
+  try:
+    text = path.read_text()
+  except OSError as err:
+    raise ConfigError(f"{path} cannot be read ({err.strerror or err}); check the path and its "
+                      "permissions.") from None
+  lines, out = text.split("\n"), []
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
     try:
-      records.append(json.loads(line))
-    except json.JSONDecodeError:  # a line being written right now
-      if not in_progress:
-        raise
-  return records
+      record = json.loads(line)
+      if not isinstance(record, dict) or not isinstance(record.get("step"), int):
+        raise ValueError('not a {"step": N, ...} object')
+    except ValueError as err:
+      if in_progress and number == len(lines):  # no newline after it: cut short by a write in progress
+        out.append((None, line))
+        continue
+      raise ConfigError(f"{path}, line {number}, is not a metrics record ({err}): {line[:60]!r}; fix or "
+                        "delete that line (set the file aside to keep it) and rerun.") from None
+    out.append((record, line))
+  return out
+
+
+def read_metrics(workdir: str, in_progress: bool = False) -> list[dict]:
+  """All records of a workdir's metrics.jsonl (`metrics_lines`). `in_progress`: the run may be writing it
+  now, so a missing file is no records and a last line cut short is left out."""
+  path = epath.Path(workdir) / METRICS_FILE
+  if not path.exists():
+    if in_progress:
+      return []
+    raise ConfigError(f"{path} not found: --workdir must be a directory train.py wrote.")
+  return [record for record, _ in metrics_lines(path, in_progress) if record is not None]
 
 
 def mark_in_progress(workdir: str):

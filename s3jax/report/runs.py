@@ -6,7 +6,7 @@ import os
 
 from absl import logging
 
-from s3jax.records.workdir_files import CONFIG_FILE, read_config, read_metrics
+from s3jax.records.workdir_files import CONFIG_FILE, read_config, read_metrics, training_status
 from s3jax.errors import ConfigError
 from s3jax.quant.interface import method_names
 from s3jax.quant.options import method_options
@@ -97,7 +97,9 @@ def load_runs(workdirs) -> list[Run]:
   runs = []
   for workdir in find_workdirs(workdirs):
     config = read_config(workdir).to_dict()  # keys added since the run take their defaults
-    runs.append(Run(workdir, config, read_metrics(workdir, in_progress=True), run_label(config)))
+    # A last line cut short passes only while a trainer is (or was, until killed) recorded as running.
+    metrics = read_metrics(workdir, in_progress=bool(training_status(workdir)))
+    runs.append(Run(workdir, config, metrics, run_label(config)))
   return runs
 
 

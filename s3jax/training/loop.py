@@ -61,6 +61,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   is_writer = jax.process_index() == 0
   if is_writer:
     workdir_files.prepare(workdir)
+    workdir_files.read_metrics(workdir, in_progress=True)  # a corrupt line stops the run before any write
 
   dataset = data.create_dataset(config)
   if config.num_classes and config.num_classes != dataset.num_classes:

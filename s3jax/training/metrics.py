@@ -12,7 +12,7 @@ import time
 import numpy as np
 from etils import epath
 
-from s3jax.records.workdir_files import METRICS_FILE
+from s3jax.records.workdir_files import METRICS_FILE, metrics_lines
 SUPERSEDED_FILE = "metrics.superseded.jsonl"
 
 
@@ -77,21 +77,23 @@ class MetricWriter:
       self._tb_writer = EventFile(self.path.parent / "tensorboard")
     return self._tb_writer
 
+  def _records(self) -> list[tuple[dict | None, str]]:
+    """(record, line) of each line logged so far; None for a last line cut short by a crash. A corrupt
+    line elsewhere is a ConfigError naming it: resuming would hide it."""
+    return metrics_lines(self.path, in_progress=True) if self.path.exists() else []
+
   def _lines(self) -> list[str]:
-    return [l for l in self.path.read_text().splitlines() if l.strip()] if self.path.exists() else []
+    return [line for _, line in self._records()]
 
   def truncate_after(self, step: int):
-    """Moves lines logged after `step` (and any cut-short line) to metrics.superseded.jsonl, so a resumed
-    run logs each step once and nothing logged is lost. TensorBoard events after `step` are set aside
-    the same way."""
+    """Moves lines logged after `step` (and a last line cut short) to metrics.superseded.jsonl, so a
+    resumed run logs each step once and nothing logged is lost. TensorBoard events after `step` are set
+    aside the same way."""
     if not self.enabled or not self.path.exists():
       return
     kept, moved = [], []
-    for line in self._lines():
-      try:
-        (kept if json.loads(line)["step"] <= step else moved).append(line)
-      except (ValueError, KeyError, TypeError):
-        moved.append(line)
+    for record, line in self._records():
+      (kept if record is not None and record["step"] <= step else moved).append(line)
     if moved:
       superseded = self.path.parent / SUPERSEDED_FILE
       old = superseded.read_text() if superseded.exists() else ""
@@ -139,9 +141,8 @@ class MetricWriter:
     """The metrics (without 'step') of the record at `step` holding `key`, if this process logged it."""
     if not self.enabled:
       return None
-    for line in reversed(self._lines()):
-      record = json.loads(line)
-      if record["step"] == step and key in record:
+    for record, _ in reversed(self._records()):
+      if record is not None and record["step"] == step and key in record:
         return {k: v for k, v in record.items() if k != "step"}
     return None
 
