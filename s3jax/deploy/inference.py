@@ -11,6 +11,7 @@
   `load_stablehlo`). On the ResNets its logits equal the plain path's bit for bit; on a ViT, compiled for
   a symbolic batch, XLA may order float sums differently (measured: within 1e-5 relative).
 """
+import contextlib
 import os
 
 import flax.linen as nn
@@ -105,6 +106,17 @@ def _modules_with_codes(params, path=()):
       yield from _modules_with_codes(value, path + (key,))
 
 
+@contextlib.contextmanager
+def _no_source_locations():
+  """Lowers with no Python frames in the MLIR locations (only the op names), as jax's config allows."""
+  limit = jax.config.jax_traceback_in_locations_limit
+  jax.config.update("jax_traceback_in_locations_limit", 0)
+  try:
+    yield
+  finally:
+    jax.config.update("jax_traceback_in_locations_limit", limit)
+
+
 def export_stablehlo(export: Export) -> str:
   """Serialises the plain path, weights baked in and any batch size, lowered for CPU, CUDA and TPU, into
   the export; returns its path."""
@@ -119,7 +131,10 @@ def export_stablehlo(export: Export) -> str:
 
   batch = jax.export.symbolic_shape("batch")
   spec = jax.ShapeDtypeStruct((*batch, *export.input_shape), jnp.float32)
-  exported = jax.export.export(jax.jit(apply), platforms=STABLEHLO_PLATFORMS)(spec)
+  # No source locations in the artifact: it would name this machine's paths, and its hash would change
+  # with every edit or reinstall of s3jax that leaves the program as it was.
+  with _no_source_locations():
+    exported = jax.export.export(jax.jit(apply), platforms=STABLEHLO_PLATFORMS)(spec)
   path = os.path.join(export.directory, STABLEHLO)
   with open(path, "wb") as f:
     f.write(exported.serialize())
