@@ -131,8 +131,8 @@ def test_three_inference_paths_against_the_trainer(exported):
       "import numpy as np, jax\n"
       f"blob = bytearray(open({os.path.join(output, 'model.stablehlo')!r}, 'rb').read())\n"
       "exported = jax.export.deserialize(blob)\n"
-      "assert exported.platforms == ('cpu', 'cuda', 'tpu'), exported.platforms\n"  # one file for all three
-      "assert '.py' not in exported.mlir_module()\n"  # no source paths: the bytes depend on the program only
+      # One file for all three platforms; no source paths in it: its bytes depend on the program only.
+      "assert exported.platforms == ('cpu', 'cuda', 'tpu') and '.py' not in exported.mlir_module()\n"
       "run = exported.call\n"
       f"x = np.load({os.path.join(output, '..', 'images.npy')!r})\n"
       f"np.save({os.path.join(output, '..', 'logits.npy')!r}, np.asarray(run(x)))\n"
