@@ -17,12 +17,11 @@ from s3jax.deploy.from_workdir import checkpoint_apply, restore_variables
 from s3jax.deploy.export_format import ExportError, load, pack_indices, unpack_indices, write_export
 from s3jax.deploy.inference import evaluate_apply, plain_apply, shift_add_apply
 from s3jax.data import create_dataset
-from s3jax.records.workdir_files import read_metrics
 from s3jax.models import create_model
 from s3jax.quant.tree import latents_with_paths, path_name
-from s3jax.training.loop import train_and_evaluate
 from s3jax.records.eval_program import jit_eval_logits
-from s3jax.records.workdir_files import read_config
+from s3jax.records.workdir_files import read_config, read_metrics
+from s3jax.training.loop import train_and_evaluate
 
 
 def _run(script, *args, timeout=300):
