@@ -17,14 +17,12 @@ import shutil
 import jax
 
 from s3jax import data
-from s3jax.records import workdir_files
-from s3jax.deploy import export_format
-from s3jax.deploy import inference
+from s3jax.deploy import export_format, inference
 from s3jax.errors import ConfigError
 from s3jax.models import create_model
-from s3jax.records import checkpoints
-from s3jax.records.variables import abstract_variables_on_one_device
+from s3jax.records import checkpoints, workdir_files
 from s3jax.records.eval_program import jit_eval_logits
+from s3jax.records.variables import abstract_variables_on_one_device
 
 PATHS = ("plain", "shift_add", "stablehlo")
 
