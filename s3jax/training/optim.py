@@ -9,12 +9,14 @@ import optax
 
 from s3jax.errors import ConfigError
 from s3jax.quant import dense_weight_penalty
+from s3jax.quant.interface import LATENT_ROLES
 from s3jax.quant.tree import role_mask, sparse_mask
 from s3jax.training.durations import Durations
 
 SCHEDULES = ("cosine_epoch", "cosine", "constant")
 OPTIMIZERS = ("sgd", "radam")
-LATENT_ROLES = ("sign", "sparse", "shift", "weight")
+# Weight decay covers every latent but the scales (fixed ones never change; learned ones are log-scales).
+DECAYED_LATENT_ROLES = tuple(role for role in LATENT_ROLES if "scale" not in role)
 
 
 def scaled_base_lr(config) -> float:
@@ -69,7 +71,7 @@ def make_optimizer(config, params, steps_per_epoch: int):
   if config.quant.dense_penalty > 0 and any(jax.tree.leaves(sparse_mask(params))):
     parts.append(dense_weight_penalty(config.quant.dense_penalty))
   if config.optim.weight_decay > 0:
-    decayed = ("float",) + (LATENT_ROLES if config.optim.get("latent_weight_decay", True) else ())
+    decayed = ("float",) + (DECAYED_LATENT_ROLES if config.optim.get("latent_weight_decay", True) else ())
     # A function of the tree it is given, so that one chain serves per-layer and banked latents.
     parts.append(optax.add_decayed_weights(config.optim.weight_decay, lambda tree: role_mask(tree, decayed)))
   if name == "radam":
