@@ -4,11 +4,13 @@ The names below are the library's stable surface; `s3jax.quant` has the whole qu
 packages by capability (each imports only those listed after it):
 
   s3jax.deploy    an export at the bit width, its inference paths, evaluation of a checkpoint or an export
-  s3jax.report    figures and a summary table from training workdirs
-  s3jax.training  the trainer: state, steps, optimizer, checkpoints, metrics, the loop
+  s3jax.report    figures and a summary table from training workdirs (deploy and report never import
+                  the trainer)
+  s3jax.training  the trainer: state, steps, optimizer, metrics, the loop
+  s3jax.records   a run's files, checkpoints, variables and eval program: what every tool reads
   s3jax.data      in-memory and tensorflow-datasets input
   s3jax.quant     the methods (pure JAX)       s3jax.models  plain Flax models
-  s3jax.config  s3jax.records.workdir_files  s3jax.classification  s3jax.errors
+  s3jax.config  s3jax.classification  s3jax.errors
 """
 from s3jax.quant import (DEFAULT_RESNET_RULES, Quantizer, S3Latent, convert_to_latents, dense_penalty,
                          dense_weight_penalty, from_codes, init_latent, materialize, materialize_tree, project_tree, quantized_paths,
