@@ -60,6 +60,19 @@ def quant_identity(config) -> dict:
   return {"method": config.quant.method, "bits": int(config.quant.bits), "scale": config.quant.scale}
 
 
+def _single_replica_saves_on_cpu():
+  """On CPU, each array is written whole from one replica. Orbax's default splits a replicated array
+  among its replicas to write the parts in parallel, which pays on many accelerators; CPU devices share one
+  memory, and the split compiles a slice program per array shape: 1-2 s of every trainer start on 2+ CPU
+  devices (a 120-array save: 1.26 s against 0.15 s). The bytes on disk hold the same values."""
+  if jax.default_backend() == "cpu":
+    # With the array-metadata store Orbax's own handler has (no public name for it in Orbax 0.12).
+    from orbax.checkpoint._src.metadata import array_metadata_store
+    handler = ocp.type_handlers.ArrayHandler(use_replica_parallel=False,
+                                             array_metadata_store=array_metadata_store.Store())
+    ocp.type_handlers.register_type_handler(jax.Array, handler, override=True)
+
+
 class CheckpointStore:
   """An Orbax CheckpointManager over `directory`. Call `close()` (it waits for async saves) before exit.
 
@@ -78,6 +91,7 @@ class CheckpointStore:
     self._failed = False
     if not read_only:
       self._remove_unfinished_saves()
+      _single_replica_saves_on_cpu()
     self._manager = self._open()
 
   def _open(self):
