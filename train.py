@@ -28,17 +28,6 @@ _DISTRIBUTED_TIMEOUT = flags.DEFINE_integer(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _exit_with_error_line(message: str):
-  """Leaves at once with `message` as the console's last line: Orbax's unfinished background writes
-  would print tracebacks at shutdown, and their threads may still write while this one exits."""
-  sys.stdout.flush()
-  sys.stderr.flush()
-  console = os.dup(2)
-  os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # other threads' late output goes nowhere
-  os.write(console, f"error: {message}\n".encode())
-  os._exit(1)
-
-
 def _not_logged(line: str, level: int = pylogging.INFO):
   del line, level  # processes other than 0 keep no train.log
 
@@ -66,7 +55,7 @@ def _log_to_workdir(workdir: str):
 def main(argv):
   del argv
   # Imported after flag parsing, so --help stays fast.
-  from s3jax.cli import config_value
+  from s3jax.cli import config_value, exit_with_error_line
   from s3jax.errors import CheckpointSaveError, ConfigError
   from s3jax.classification import format_final
   from s3jax.training.guards import Preempted, TrainingStopped
@@ -88,7 +77,7 @@ def main(argv):
     raise SystemExit(f"error: {err}") from None
   except CheckpointSaveError as err:
     logging.error("%s", err)
-    _exit_with_error_line(str(err))
+    exit_with_error_line(str(err))
   except Preempted as notice:
     record(str(notice))
     print(notice)

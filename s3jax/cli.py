@@ -86,6 +86,8 @@ def quiet_library_info(record) -> bool:
   reports what failed and what to do)."""
   if "/jax/_src/xla_bridge" in record.pathname:
     return record.levelno >= logging.WARNING
+  if record.name == "asyncio" and "/orbax/" in record.getMessage():
+    return False  # 'Task exception was never retrieved' of Orbax's reads after a failure s3jax reports
   if not any(lib in record.pathname for lib in ("/orbax/", "/tensorflow")):
     return True
   if record.levelno < logging.WARNING or "read only" in record.getMessage().replace("_", " "):
@@ -148,10 +150,23 @@ def _exit_interrupted(consequence: str):
   os._exit(130)  # at once: library threads may still be writing
 
 
+def exit_with_error_line(message: str):
+  """Leaves at once with 'error: <message>' as the console's last line: Orbax's background work, cut
+  short by the failure, would print tracebacks at shutdown, and its threads may still write (or log) while
+  this one exits. Anything a tool writes is finished or removed before its error reaches here."""
+  sys.stdout.flush()
+  sys.stderr.flush()
+  console = os.dup(2)
+  os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # other threads' late output goes nowhere
+  os.write(console, f"error: {message}\n".encode())
+  os._exit(1)
+
+
 def run(main, interrupted: str | None = None):
   """What every shell runs: `app.run(main)` with `parse_flags`; stray arguments refused; libraries' INFO
   chatter filtered (`quiet_library_info`) and Orbax's background errors after a failure kept to one log
-line (`records.checkpoints.quiet_orbax_background_errors`); a ConfigError from `main` ending in its one `error:` line; and,
+line (`records.checkpoints.quiet_orbax_background_errors`); a ConfigError from `main` ending in its one
+`error:` line, the console's last (`exit_with_error_line`); and,
   with `interrupted`, Ctrl-C anywhere in `main` ending in one line that says it (what was and was not
   done). train.py passes none: its trainer saves a checkpoint on Ctrl-C."""
   from absl import logging as absl_logging
@@ -168,6 +183,8 @@ line (`records.checkpoints.quiet_orbax_background_errors`); a ConfigError from `
       try:
         return main(argv)
       except ConfigError as err:
-        raise SystemExit(f"error: {err}") from None
+        if interrupted and _INTERRUPTED.is_set():  # a read that Ctrl-C cut short: say what happened
+          _exit_interrupted(interrupted)
+        exit_with_error_line(str(err))
 
   app.run(guarded, flags_parser=parse_flags)
