@@ -27,13 +27,13 @@ from s3jax.errors import CheckpointSaveError, ConfigError
 from s3jax.records.checkpoint_reading import check_same_structure, describe_error, read_variables
 
 _TEMPORARY_SUFFIX = ".orbax-checkpoint-tmp"
+_ITEM = "default"
+_STEP_METADATA = "_CHECKPOINT_METADATA"  # Orbax's record of a step, holding its custom metadata
 
 
 class UnreadableCheckpoint(Exception):
   """A listed step whose files cannot be read (truncated, corrupted): the trainer sets it aside, a reading
   tool reports it in one line."""
-_ITEM = "default"
-_STEP_METADATA = "_CHECKPOINT_METADATA"  # Orbax's record of a step, holding its custom metadata
 
 
 def _describe(value) -> str:
