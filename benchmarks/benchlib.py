@@ -4,12 +4,14 @@ of the library: the scripts here (and tests/test_benchmarks.py) import it as `be
 The step is the trainer's own (`s3jax.training.loop.jit_train_step`) on random images, so what is measured
 is what trains.
 """
+import functools
 import os
 import re
 import sys
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import flags
 
@@ -18,7 +20,7 @@ from s3jax.models import create_model
 from s3jax.training import sharding
 from s3jax.training.loop import jit_train_step
 from s3jax.records.variables import init_variables
-from s3jax.training.state import create_train_state, state_for_training
+from s3jax.training.state import create_train_state, jitted_initializer, state_for_training
 
 _DTYPE_BYTES = {"f64": 8, "f32": 4, "bf16": 2, "f16": 2, "s64": 8, "s32": 4, "u32": 4, "s8": 1, "u8": 1,
                 "pred": 1, "s16": 2, "u16": 2, "u64": 8}
@@ -90,20 +92,38 @@ def synthetic_batch(batch: int, image_shape, num_classes: int, mesh):
   return sharding.global_batch(local, mesh)
 
 
+@functools.lru_cache(maxsize=None)
+def _initial_state(model_name, batch, bits, num_classes, half_precision, method, image_shape, mesh):
+  """`create_train_state` once per model, method and bit width: the variants a script compares (fused or
+  not, banked or not, another XLA schedule) start from the same state, and its init program compiles once."""
+  config = synthetic_config(model_name, batch, bits, num_classes, half_precision, method)
+  model = create_model(model_name, num_classes, half_precision)
+  return create_train_state(config, model, image_shape, 100, mesh)
+
+
 def synthetic_step(model_name: str, batch: int, image_size: int, bits: int, mesh=None,
                    num_classes: int = 1000, half_precision: bool = False, channels: int = 3,
-                   method: str = "s3", fused_pullback: bool = True, bank_latents: str = "auto"):
+                   method: str = "s3", fused_pullback: bool = True, bank_latents: str = "auto",
+                   shapes_only: bool = False):
   """(state, jitted train step, global batch) for `synthetic_config`'s model, method and bit width: the
   trainer's step. `bank_latents`: the config's choice of latent banks ('auto': the trainer's for this
-  backend, `s3jax.config.latent_banking`); `fused_pullback=False`: the step before the fused one, to compare.
+  backend, `s3jax.config.latent_banking`); `fused_pullback=False`: the step before the fused one, to compare;
+  `shapes_only`: the state as `jax.ShapeDtypeStruct`s, enough to compile the step (nothing initialised).
   """
   mesh = mesh or sharding.make_data_mesh()
   config = synthetic_config(model_name, batch, bits, num_classes, half_precision, method)
   config.bank_latents = bank_latents
   model = create_model(model_name, num_classes, half_precision)
   image_shape = (image_size, image_size, channels)
-  state, tx, schedule = create_train_state(config, model, image_shape, 100, mesh)
-  state, _ = state_for_training(config, state, mesh)
+  if shapes_only:
+    init, tx, schedule = jitted_initializer(config, model, image_shape, 100, mesh)
+    state = jax.eval_shape(lambda key: state_for_training(config, init(key), mesh)[0], jax.random.key(config.seed))
+    step = jit_train_step(model, tx, schedule, mesh, fused_pullback)
+    return state, step, synthetic_batch(batch, image_shape, num_classes, mesh)
+  state, tx, schedule = _initial_state(model_name, batch, bits, num_classes, half_precision, method, image_shape,
+                                       mesh)
+  # A copy: the train step donates its state, and variants built from one initial state must not share buffers.
+  state, _ = state_for_training(config, jax.tree.map(jnp.copy, state), mesh)
   step = jit_train_step(model, tx, schedule, mesh, fused_pullback)
   return state, step, synthetic_batch(batch, image_shape, num_classes, mesh)
 

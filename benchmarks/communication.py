@@ -29,7 +29,7 @@ def main(argv):
   totals, params = {}, {}
   with jax.set_mesh(mesh):
     for name, bits in (("s3", args.bits), ("fp", 32)):
-      state, step, batch = synthetic_step(args.model, args.batch, args.image_size, bits, mesh)
+      state, step, batch = synthetic_step(args.model, args.batch, args.image_size, bits, mesh, shapes_only=True)
       compiled, _ = compiled_step(state, step, batch)
       totals[name] = collective_bytes(compiled.as_text())
       params[name] = sum(x.size for x in jax.tree.leaves(state.params))
