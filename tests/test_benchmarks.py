@@ -4,14 +4,12 @@ import os
 import subprocess
 import sys
 
-import jax
 import pytest
 
 from helpers import REPO, cli_env
-from s3jax.training import sharding
 
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-from benchlib import collective_bytes, compiled_step, synthetic_step  # noqa: E402
+from benchlib import collective_bytes  # noqa: E402
 
 pytestmark = pytest.mark.slow  # runs the trainer, a CLI or several processes
 
@@ -27,21 +25,6 @@ def test_collective_bytes_parses_sync_and_async_collectives():
   got = collective_bytes(hlo)
   assert got["all-reduce"] == 2 * 16 * 4 + 9 * 64 * 2
   assert got["all-gather"] == 32 * 4
-
-
-def test_s3_all_reduces_weight_gradients_not_latent_gradients():
-  """On 8 devices, S3's step moves as many bytes as FP's: dL/dW, not the 2+K latent gradients."""
-  mesh = sharding.make_data_mesh()
-  totals, fp_params = {}, 0
-  with jax.set_mesh(mesh):
-    for bits in (3, 32):
-      state, step, batch = synthetic_step("resnet8", 16, 8, bits, mesh, num_classes=10, channels=1)
-      compiled, _ = compiled_step(state, step, batch)
-      totals[bits] = sum(collective_bytes(compiled.as_text()).values())
-      if bits == 32:
-        fp_params = sum(x.size for x in jax.tree.leaves(state.params))
-  assert totals[32] >= 4 * fp_params  # every float32 weight gradient is reduced once
-  assert totals[3] <= 1.05 * totals[32]
 
 
 def run_script(*args, devices=1):
@@ -91,17 +74,21 @@ def test_step_memory_script_reports_each_phase():
 
 
 def test_export_size_and_inference_scripts_run():
-  out = run_script("benchmarks/export_sizes.py", "--models=resnet8", "--bits=2,4", "--num_classes=10",
+  # The 3-bit model is inference.py's (1000 classes, 16 px): its init program compiles once for both.
+  out = run_script("benchmarks/export_sizes.py", "--models=resnet8", "--bits=3,4", "--num_classes=1000",
                    "--image_size=16")
-  assert [round(r["quantized_ratio"], 2) for r in out] == [16.0, 8.0]
+  assert [round(r["quantized_ratio"], 2) for r in out] == [10.67, 8.0]
   out = run_script("benchmarks/inference.py", "--model=resnet8", "--image_size=16", "--batches=2",
                    "--repeats=1")
   assert {r["path"] for r in out["rows"]} == {"full precision", "plain", "shift_add"}
 
 
 def test_communication_and_input_scripts_run():
-  out = run_script("benchmarks/communication.py", "--model=resnet8", "--image_size=16", "--batch=8")
-  assert out["ratio"] <= 1.05 and out["s3_collective_bytes"] > 0
+  # On 8 devices, S3's step moves as many bytes as FP's: dL/dW, not the 2+K latent gradients.
+  out = run_script("benchmarks/communication.py", "--model=resnet8", "--image_size=16", "--batch=16")
+  assert out["devices"] == 8
+  assert out["fp_collective_bytes"] >= 4 * out["fp_param_leaves_size"]  # each float32 weight gradient, once
+  assert out["s3_collective_bytes"] <= 1.05 * out["fp_collective_bytes"]
   out = run_script("benchmarks/input_pipeline.py", "--images=16", "--batch=8", "--batches=2",
                    "--image_size=64")
   assert out["images_per_s"] > 0
