@@ -75,8 +75,8 @@ RULES = (r"stage[12]_block0/.*conv.*/kernel",)
 
 
 def tiny_resnet(seed=0):
-  """resnet20's float variables at 8x8 with BatchNorm statistics and affine parameters far from 1 and 0."""
-  model = create_model("resnet20", 10)
+  """resnet8's float variables at 8x8 with BatchNorm statistics and affine parameters far from 1 and 0."""
+  model = create_model("resnet8", 10)
   variables = jax.jit(lambda key: model.init(key, jnp.zeros((1, 8, 8, 3)), train=False))(jax.random.key(seed))
   rng = np.random.default_rng(seed)
 

@@ -212,9 +212,9 @@ def _edit_manifest(directory, **changes):
 @pytest.mark.slow
 @pytest.mark.parametrize("method,scale", [("deepshift_q", "learned"), ("denseshift", "fixed")])
 def test_other_methods_round_trip_and_run_without_multiplications(method, scale, tmp_path):
-  """Random latents of another method, with a scale, on ResNet-20: codes, decoded kernels and both paths.
+  """Random latents of another method, with a scale, on ResNet-8: codes, decoded kernels and both paths.
   DeepShift-Q with exact zeros also needs the 4-bit layer and the 8-level tables without 0."""
-  model = create_model("resnet20", 10)
+  model = create_model("resnet8", 10)
   variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False)
   q = quant.quantizer(method, 3, scale=scale)
   params = quant.to_latents(variables["params"], quant.DEFAULT_RESNET_RULES, jax.random.key(1), quantizer=q)
@@ -224,7 +224,7 @@ def test_other_methods_round_trip_and_run_without_multiplications(method, scale,
     latent = dataclasses.replace(scaled.latent, weight=scaled.latent.weight.at[0, 0, 0, :3].set(0.0))
     params[path[0]][path[1]][path[2]] = dataclasses.replace(scaled, latent=latent)
   spec = {"shape": [8, 8, 1], "mean": [0.0], "std": [1.0], "pixels": "test"}
-  manifest = write_export(params, variables["batch_stats"], str(tmp_path), model="resnet20", num_classes=10,
+  manifest = write_export(params, variables["batch_stats"], str(tmp_path), model="resnet8", num_classes=10,
                           input_spec=spec, step=0)
   loaded = load(str(tmp_path))
   widths = {e["bits_per_weight"] for e in manifest["arrays"].values() if e["kind"] == "codes"}
