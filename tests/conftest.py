@@ -3,7 +3,11 @@
 One persistent XLA compilation cache serves the whole run (both xdist workers and every CLI subprocess
 inherit it): the trainer starts dozens of times on the same few models, and compiling the same
 executables again was most of the suite's time. A size limit makes JAX lock the cache, so concurrent
-processes never read a half-written entry. The cache lives for one run only.
+processes never read a half-written entry. Programs that compile in 0.1 s or more are cached (JAX's default
+is 1 s): a trainer start compiles several of 0.1-1 s (the eval step, the state's conversions to and from
+banks), and about a hundred starts share them (three CLI-heavy test files: 146 s at 0.1, 149-160 s at 0.2,
+156 s at 0.5, 166-173 s at 1; caching everything was slower still).
+The cache lives for one run only.
 """
 import os
 import shutil
@@ -16,6 +20,7 @@ _OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ  # false in xdist wor
 if _OWN_CACHE:
   os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="s3jax-tests-xla-cache-")
   os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(4 << 30))
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
 
 
 def pytest_unconfigure(config):
