@@ -5,8 +5,8 @@ inherit it): the trainer starts dozens of times on the same few models, and comp
 executables again was most of the suite's time. A size limit makes JAX lock the cache, so concurrent
 processes never read a half-written entry. Programs that compile in 0.1 s or more are cached (JAX's default
 is 1 s): a trainer start compiles several of 0.1-1 s (the eval step, the state's conversions to and from
-banks), and about a hundred starts share them (three CLI-heavy test files, 2-core AVX-512 AMD EPYC: 146 s at 0.1, 149-160 s at 0.2,
-156 s at 0.5, 166-173 s at 1; caching everything was slower still).
+banks), and about a hundred starts share them (three CLI-heavy test files on a 2-core AVX-512 AMD EPYC:
+146 s at 0.1, 149-160 s at 0.2, 156 s at 0.5, 166-173 s at 1; caching everything was slower still).
 The cache lives for one run only.
 """
 import os
