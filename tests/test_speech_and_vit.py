@@ -126,7 +126,6 @@ def test_exports_of_new_models_run_on_all_three_paths(name, shape, rules, method
   np.testing.assert_allclose(shift_add_apply(loaded)(inputs), reference, rtol=1e-4,
                              atol=1e-4 * float(jnp.abs(reference).max()))
   export_stablehlo(loaded)
-  if name.startswith("resnet"):  # the ResNets' programs compile alike: bit for bit
-    np.testing.assert_array_equal(load_stablehlo(str(tmp_path))(inputs), reference)
-  else:  # a ViT compiled for a symbolic batch may order its float sums differently
-    np.testing.assert_allclose(load_stablehlo(str(tmp_path))(inputs), reference, rtol=1e-5, atol=1e-5)
+  # A deserialized program is not the program jit compiled: its float sums may run in another order.
+  np.testing.assert_allclose(load_stablehlo(str(tmp_path))(inputs), reference, rtol=1e-5,
+                             atol=1e-5 * float(jnp.abs(reference).max()))
