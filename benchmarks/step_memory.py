@@ -23,7 +23,7 @@ from s3jax.cli import parse_flags
 from s3jax.models import create_model
 from s3jax.training import sharding
 from s3jax.training.loop import jit_train_step
-from s3jax.training.state import jitted_initializer
+from s3jax.training.state import initial_state, jitted_initializer
 
 VARIANTS = {"s3": None, "fp": FULL_PRECISION_BITS}
 
@@ -56,7 +56,7 @@ def phases(args) -> dict:
     if args.compile_first:  # from the state's shapes alone
       compiled, _ = compiled_step(shapes, step, batch)
       out["step compiled"] = memory_gb()
-    state = init(key)
+    state = initial_state(init, key)
     out["state created"] = memory_gb()
     if not args.compile_first:  # the trainer's order
       compiled, _ = compiled_step(state, step, batch)

@@ -19,7 +19,7 @@ from s3jax.records.workdir_files import read_metrics
 from s3jax.models import create_model
 from s3jax.training.optim import make_optimizer
 from s3jax.training.loop import jit_train_step, train_and_evaluate
-from s3jax.training.state import create_train_state
+from s3jax.training.state import create_train_state, initial_state, jitted_initializer
 
 
 def test_runs_on_eight_fake_devices():
@@ -29,6 +29,18 @@ def test_runs_on_eight_fake_devices():
 def tiny_digits(**overrides):
   base = {"batch_size": 64, "log_every_steps": 5, "checkpoint_every_steps": 1000}
   return load_config("digits", **{**base, **overrides})
+
+
+@pytest.mark.slow
+def test_the_init_program_compiled_at_o1_gives_the_default_compiles_state():
+  """On CPU the trainer compiles its init program at LLVM O1, for compile time (the latents' draws at O1:
+  tests/test_methods.py). Flax's init and the optimizer state come out as XLA's default compile gives them:
+  integer PRNG bits, then the same float ops, so at most a last bit moved by fusion: rtol 1e-6."""
+  config = tiny_digits(**{"quant.method": "float"})
+  init, _, _ = jitted_initializer(config, create_model(config.model, 10), (8, 8, 1), 10, sharding.make_data_mesh())
+  key = jax.random.key(3)
+  for got, want in zip(jax.tree.leaves(initial_state(init, key)), jax.tree.leaves(init(key)), strict=True):
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
 
 
 @pytest.mark.slow

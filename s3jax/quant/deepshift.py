@@ -147,10 +147,11 @@ class DeepShiftPSQuantizer(Quantizer):
 
   def init_latent(self, key, shape, dtype, fans: KernelFans):
     del fans
-    shift_key, sign_key = jax.random.split(key)
     low, high = (-10.0, -1.0) if self._is_conv(shape) else (float(self.smin), 0.0)
-    shift = jax.random.uniform(shift_key, shape, dtype, low, high)
-    sign = jax.random.uniform(sign_key, shape, dtype, -1.0, 1.0)
+    # Both draws in one vmapped PRNG program (as s3.normal_draws): the same values as two calls.
+    bounds = jnp.array([[low, high], [-1.0, 1.0]], dtype)
+    shift, sign = jax.vmap(lambda k, b: jax.random.uniform(k, shape, dtype, b[0], b[1]))(
+        jax.random.split(key), bounds)
     return DeepShiftPSLatent(shift=shift, sign=sign, bits=self.bits)
 
   def materialize_latent(self, latent):

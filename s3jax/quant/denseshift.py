@@ -16,7 +16,7 @@ import numpy as np
 from s3jax.quant.binarizers import exact_exp2, plus_minus_one, straight_through, ste_sign
 from s3jax.quant.interface import KernelFans, Quantizer, register_method
 from s3jax.quant.proxies import pack_sides, unpack_sides
-from s3jax.quant.s3 import shift_exponent
+from s3jax.quant.s3 import normal_draws, shift_exponent
 
 SUPPORTED_BITS = (2, 3, 4, 5)
 INIT_STD = 1e-3  # the released "low-variance" init
@@ -54,8 +54,7 @@ class DenseShiftQuantizer(Quantizer):
 
   def init_latent(self, key, shape, dtype, fans: KernelFans):
     del fans  # the released init ignores the layer's size
-    draws = [INIT_STD * jax.random.normal(k, shape, dtype)
-             for k in jax.random.split(key, 1 + num_chain_links(self.bits))]
+    draws = normal_draws(key, 1 + num_chain_links(self.bits), shape, dtype, INIT_STD)
     return DenseShiftLatent(sign=draws[0], shift=tuple(draws[1:]))
 
   def materialize_latent(self, latent):

@@ -71,8 +71,15 @@ def init_latent(key, shape, bits: int = 3, scheme: str = "normal", dtype=jnp.flo
   return _draw_latent(key, shape, k, scheme, he_fan_out_std(shape), dtype)
 
 
+def normal_draws(key, count: int, shape, dtype, std: float) -> list[jax.Array]:
+  """`[std * jax.random.normal(k, shape, dtype) for k in jax.random.split(key, count)]`, bit for bit, in one
+  vmapped PRNG program: XLA:CPU compiles each PRNG call as its own loop, most of an init's compile. The
+  scaling comes before the unstacking, as in the loop, where XLA folds `std` into the normal's own factor."""
+  return list(std * jax.vmap(lambda sub: jax.random.normal(sub, shape, dtype))(jax.random.split(key, count)))
+
+
 def _draw_latent(key, shape, k: int, scheme: str, std: float, dtype) -> S3Latent:
-  draws = [std * jax.random.normal(sub, shape, dtype) for sub in jax.random.split(key, 2 + k)]
+  draws = normal_draws(key, 2 + k, shape, dtype, std)
   sign, sparse, shift = draws[0], draws[1], draws[2:]
   if scheme == "dense":
     sparse = jnp.abs(sparse)
