@@ -19,7 +19,7 @@ from s3jax.config import base_config
 from s3jax.models import create_model
 from s3jax.training import sharding
 from s3jax.training.loop import jit_train_step
-from s3jax.records.variables import init_variables
+from s3jax.records.variables import init_variables, run_init_program
 from s3jax.training.state import create_train_state, jitted_initializer, state_for_training
 
 _DTYPE_BYTES = {"f64": 8, "f32": 4, "bf16": 2, "f16": 2, "s64": 8, "s32": 4, "u32": 4, "s8": 1, "u8": 1,
@@ -80,7 +80,8 @@ def initial_variables(model_name: str, image_size: int, bits: int, method: str =
   config = synthetic_config(model_name, 1, bits, num_classes, method=method)
   model = create_model(model_name, num_classes)
   shape = (image_size, image_size, channels)
-  params, batch_stats = jax.jit(lambda key: init_variables(config, model, shape, key))(jax.random.key(config.seed))
+  init = jax.jit(lambda key: init_variables(config, model, shape, key))
+  params, batch_stats = run_init_program(init, jax.random.key(config.seed))
   return model, params, batch_stats
 
 

@@ -23,7 +23,8 @@ from s3jax.cli import parse_flags
 from s3jax.models import create_model
 from s3jax.training import sharding
 from s3jax.training.loop import jit_train_step
-from s3jax.training.state import initial_state, jitted_initializer
+from s3jax.records.variables import run_init_program
+from s3jax.training.state import jitted_initializer
 
 VARIANTS = {"s3": None, "fp": FULL_PRECISION_BITS}
 
@@ -56,7 +57,7 @@ def phases(args) -> dict:
     if args.compile_first:  # from the state's shapes alone
       compiled, _ = compiled_step(shapes, step, batch)
       out["step compiled"] = memory_gb()
-    state = initial_state(init, key)
+    state = run_init_program(init, key)
     out["state created"] = memory_gb()
     if not args.compile_first:  # the trainer's order
       compiled, _ = compiled_step(state, step, batch)

@@ -11,6 +11,7 @@ from s3jax.errors import ConfigError
 from s3jax.models import create_model
 from s3jax.quant import conversion
 from s3jax.quant.tree import latents_with_paths, path_name
+from s3jax.records.variables import run_init_program
 
 from test_methods import METHOD_BITS, expected_levels
 
@@ -77,7 +78,8 @@ RULES = (r"stage[12]_block0/.*conv.*/kernel",)
 def tiny_resnet(seed=0):
   """resnet8's float variables at 8x8 with BatchNorm statistics and affine parameters far from 1 and 0."""
   model = create_model("resnet8", 10)
-  variables = jax.jit(lambda key: model.init(key, jnp.zeros((1, 8, 8, 3)), train=False))(jax.random.key(seed))
+  init = jax.jit(lambda key: model.init(key, jnp.zeros((1, 8, 8, 3)), train=False))
+  variables = run_init_program(init, jax.random.key(seed))
   rng = np.random.default_rng(seed)
 
   def perturb(path, x):

@@ -19,7 +19,8 @@ from s3jax.records.workdir_files import read_metrics
 from s3jax.models import create_model
 from s3jax.training.optim import make_optimizer
 from s3jax.training.loop import jit_train_step, train_and_evaluate
-from s3jax.training.state import create_train_state, initial_state, jitted_initializer
+from s3jax.records.variables import run_init_program
+from s3jax.training.state import create_train_state, jitted_initializer
 
 
 def test_runs_on_eight_fake_devices():
@@ -39,7 +40,7 @@ def test_the_init_program_compiled_at_o1_gives_the_default_compiles_state():
   config = tiny_digits(**{"quant.method": "float"})
   init, _, _ = jitted_initializer(config, create_model(config.model, 10), (8, 8, 1), 10, sharding.make_data_mesh())
   key = jax.random.key(3)
-  for got, want in zip(jax.tree.leaves(initial_state(init, key)), jax.tree.leaves(init(key)), strict=True):
+  for got, want in zip(jax.tree.leaves(run_init_program(init, key)), jax.tree.leaves(init(key)), strict=True):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
 
 

@@ -12,12 +12,13 @@ from s3jax.config import validate_config
 from s3jax.errors import ConfigError
 from s3jax.models import create_model
 from s3jax.records import checkpoints, workdir_files
+from s3jax.records.variables import run_init_program
 from s3jax.training import init_from, sharding
 from s3jax.training.durations import Durations
 from s3jax.training.evaluation import evaluate, format_eval, make_weight_statistics
 from s3jax.training.guards import NonFiniteGuard, Preempted, PreemptionWatch
 from s3jax.training.metrics import MetricWriter
-from s3jax.training.state import initial_state, jitted_initializer, state_for_training, state_from_variables
+from s3jax.training.state import jitted_initializer, state_for_training, state_from_variables
 from s3jax.training.steps import make_eval_step, make_train_step
 
 
@@ -81,7 +82,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if converted:
     state = start_from(config, model, dataset.image_shape, tx, abstract_state, mesh)
   elif state is None:  # a fresh start; a resume never holds the initial state beside the restored one
-    state = initial_state(init, key)
+    state = run_init_program(init, key)
   elif config.init_from:
     logging.info("Resuming from %s; init_from applies to a fresh run only.", store.directory)
   start_step = int(state.step)

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 
 from s3jax.config import latent_banking
 from s3jax.quant.banks import Banked, bank_tree, map_banked_subtrees, unbank_tree
-from s3jax.records.variables import abstract_variables, init_variables
+from s3jax.records.variables import abstract_variables, init_variables, run_init_program
 from s3jax.training import sharding
 from s3jax.training.optim import make_optimizer
 from s3jax.quant.dynamics import tracked_signs, tracked_weights
@@ -37,15 +37,6 @@ def jitted_initializer(config, model, input_shape, steps_per_epoch: int, mesh):
   return jax.jit(init_state, out_shardings=sharding.replicated(mesh)), tx, schedule
 
 
-def initial_state(init, key) -> TrainState:
-  """`init(key)` compiled at LLVM O1 on CPU: its PRNG loops compile about 2x faster than at the default O2,
-  to the same values (tests/test_train.py), and the program runs once. Elsewhere, or under a trace
-  (`jax.eval_shape`), the plain `init(key)`."""
-  if jax.default_backend() != "cpu" or isinstance(key, jax.core.Tracer):
-    return init(key)
-  return init.trace(key).lower().compile({"xla_backend_optimization_level": 1})(key)
-
-
 def state_from_variables(config, tx, params, batch_stats) -> TrainState:
   """The state at step 0 with these variables and a fresh optimizer state."""
   signs = tracked_signs(tracked_weights(params, config.quant.rules))
@@ -56,7 +47,7 @@ def state_from_variables(config, tx, params, batch_stats) -> TrainState:
 def create_train_state(config, model, input_shape, steps_per_epoch: int, mesh):
   """The initial state, replicated over `mesh`, and the optimizer's (tx, schedule)."""
   init, tx, schedule = jitted_initializer(config, model, input_shape, steps_per_epoch, mesh)
-  return initial_state(init, jax.random.key(config.seed)), tx, schedule
+  return run_init_program(init, jax.random.key(config.seed)), tx, schedule
 
 
 def banked_state(state: TrainState, max_size: int | None = None) -> TrainState:
