@@ -72,7 +72,7 @@ def init_latent(key, shape, bits: int = 3, scheme: str = "normal", dtype=jnp.flo
 
 
 def normal_draws(key, count: int, shape, dtype, std: float) -> list[jax.Array]:
-  """`[std * jax.random.normal(k, shape, dtype) for k in jax.random.split(key, count)]`, bit for bit, in one
+  """The draws `[std * jax.random.normal(k, shape, dtype) for k in jax.random.split(key, count)]`, in one
   vmapped PRNG program: XLA:CPU compiles each PRNG call as its own loop, most of an init's compile. The
   scaling comes before the unstacking, as in the loop, where XLA folds `std` into the normal's own factor."""
   return list(std * jax.vmap(lambda sub: jax.random.normal(sub, shape, dtype))(jax.random.split(key, count)))
