@@ -8,6 +8,7 @@ import pytest
 
 from s3jax.quant import quantizer
 from s3jax.quant.layout import kernel_fans
+from s3jax.records.variables import run_init_program
 
 
 def test_inits_are_the_released_ones():
@@ -47,14 +48,15 @@ def released_draws(method, key, shape):
 @pytest.mark.parametrize("method", ["s3", "denseshift", "deepshift_ps"])
 def test_one_vmapped_draw_gives_each_latent_its_released_per_key_draw(method):
   """The methods draw a kernel's latents in one vmapped PRNG program, which compiles faster on CPU; here in
-  an init program at LLVM O1, as the trainer compiles it on CPU. The PRNG bits are integers, equal exactly,
-  and the same float ops map them, so only XLA's fusion could move a last bit: rtol 1e-6."""
+  an init program compiled as the trainer's (`run_init_program`: LLVM O1 on CPU). The PRNG bits are
+  integers, equal exactly, and the same float ops map them, so only XLA's fusion could move a last bit:
+  rtol 1e-6."""
   q, shape, key = quantizer(method, 3), (3, 3, 4, 8), jax.random.key(7)
   fields = {"s3": lambda l: [l.sign, l.sparse, *l.shift], "denseshift": lambda l: [l.sign, *l.shift],
             "deepshift_ps": lambda l: [l.shift, l.sign]}[method]
-  ours = jax.jit(lambda k: fields(q.init_latent(k, shape, jnp.float32, kernel_fans(shape, "conv"))),
-                 compiler_options={"xla_backend_optimization_level": 1})
-  got, want = ours(key), jax.jit(released_draws, static_argnums=(0, 2))(method, key, shape)
+  ours = jax.jit(lambda k: fields(q.init_latent(k, shape, jnp.float32, kernel_fans(shape, "conv"))))
+  got = run_init_program(ours, key)
+  want = jax.jit(released_draws, static_argnums=(0, 2))(method, key, shape)
   assert len(got) == len(want)
   for g, w in zip(got, want):
     np.testing.assert_allclose(g, w, rtol=1e-6, atol=0)

@@ -35,7 +35,7 @@ def tiny_digits(**overrides):
 @pytest.mark.slow
 def test_the_init_program_compiled_at_o1_gives_the_default_compiles_state():
   """On CPU the trainer compiles its init program at LLVM O1, for compile time (the latents' draws at O1:
-  tests/test_methods.py). Flax's init and the optimizer state come out as XLA's default compile gives them:
+  tests/test_inits.py). Flax's init and the optimizer state come out as XLA's default compile gives them:
   integer PRNG bits, then the same float ops, so at most a last bit moved by fusion: rtol 1e-6."""
   config = tiny_digits(**{"quant.method": "float"})
   init, _, _ = jitted_initializer(config, create_model(config.model, 10), (8, 8, 1), 10, sharding.make_data_mesh())
