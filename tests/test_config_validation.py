@@ -1,7 +1,11 @@
 """Bad input stops the CLI before anything compiles: one line on stderr, non-zero exit, no traceback."""
+import os
+import subprocess
+import sys
+
 import pytest
 
-from helpers import run_cli
+from helpers import REPO, cli_env, run_cli
 
 
 pytestmark = pytest.mark.slow  # runs the trainer, a CLI or several processes
@@ -52,6 +56,13 @@ def test_missing_image_folder_data_dir(tmp_path):
   result = run_cli("digits", tmp_path / "run", "data.name=image_folder", "num_classes=0",
                    f"data.data_dir={tmp_path / 'no_such_folder'}")
   assert_one_line_error(result, "has no train/ folder")
+  # Found before TensorFlow loads: the trainer's first thing to import it is the tfds input pipeline.
+  check = ("import sys\nfrom helpers import load_config\nfrom s3jax.data import create_dataset\n"
+           f"config = load_config('digits', **{{'data.name': 'image_folder', 'data.data_dir': {str(tmp_path)!r}}})\n"
+           "try:\n  create_dataset(config)\nexcept Exception as err:\n  print(type(err).__name__, 'tensorflow' in sys.modules)")
+  result = subprocess.run([sys.executable, "-c", check], cwd=os.path.join(REPO, "tests"), env=cli_env(1),
+                          capture_output=True, text=True, timeout=120)
+  assert result.stdout.split() == ["DataError", "False"], result.stderr[-2000:]
 
 
 def test_resuming_a_checkpoint_of_another_model_method_or_bit_width(tmp_path):

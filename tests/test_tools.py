@@ -120,9 +120,13 @@ def test_export_and_evaluate_of_a_run_still_training_say_so(tmp_path):
     while not os.path.isdir(os.path.join(workdir, "checkpoints", "5")) and time.time() < deadline:
       assert trainer.poll() is None, trainer.communicate()[1][-2000:]
       time.sleep(0.2)
+    # Paused, not ended: the run is still in progress (its pid lives, a save may be in flight), but it no
+    # longer takes a core from the two tools and the rest of the suite.
+    trainer.send_signal(signal.SIGSTOP)
     exported = _tool("export.py", f"--workdir={workdir}", f"--output={tmp_path}/export", "--nostablehlo")
     evaluated = _tool("evaluate.py", f"--workdir={workdir}")
   finally:
+    trainer.send_signal(signal.SIGCONT)
     trainer.send_signal(signal.SIGTERM)
     stdout, _ = trainer.communicate(timeout=300)
   assert exported.returncode == 0 and evaluated.returncode == 0, exported.stderr[-2000:] + evaluated.stderr[-2000:]

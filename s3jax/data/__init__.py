@@ -8,8 +8,10 @@ num_train, num_test, steps_per_epoch, input_spec(), train_iterator(start_step) a
   imported only when one is asked for. (Small image trees in the real on-disk layouts, for tests and
   benchmarks, are written by benchmarks/synthetic_data.py.)
 """
+import os
+
 from s3jax.data.in_memory import IN_MEMORY, InMemoryDataset, ProcessShard, downsampled_shape
-from s3jax.errors import ConfigError
+from s3jax.errors import ConfigError, DataError
 
 TFDS_DATASETS = ("imagenet2012", "cifar10", "cifar100", "image_folder")
 DEFAULT_CROP_SCALE_MIN = 0.08
@@ -40,5 +42,18 @@ def create_dataset(config, shard: ProcessShard | None = None):
     padding = 0 if config.data.augment == "none" else config.data.crop_padding
     return InMemoryDataset(config.data.name, config.batch_size, seed=config.seed, crop_padding=padding,
                            shard=shard, image_size=config.data.image_size)
+  if config.data.name == "image_folder":
+    image_folder_eval_split(config.data.data_dir)  # a wrong folder fails before TensorFlow loads (seconds)
   from s3jax.data.tfds_pipeline import TfdsDataset
   return TfdsDataset(config, shard)
+
+
+def image_folder_eval_split(root: str) -> str:
+  """The folder next to `root`/train that image_folder evaluates on: test/, val/ or validation/."""
+  if not root or not os.path.isdir(os.path.join(root, "train")):
+    raise DataError(f"data.data_dir={root!r} has no train/ folder; image_folder expects "
+                    "<root>/train/<class>/*.jpg|png and <root>/test/<class>/... (or val/).")
+  eval_dir = next((s for s in ("test", "val", "validation") if os.path.isdir(os.path.join(root, s))), None)
+  if eval_dir is None:
+    raise DataError(f"data.data_dir={root!r} has no test/ or val/ folder next to train/.")
+  return eval_dir

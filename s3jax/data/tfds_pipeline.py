@@ -11,6 +11,7 @@ import os
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
+from s3jax.data import image_folder_eval_split
 from s3jax.data.preprocessing import (CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, normalize, pad_crop,
                                      random_resized_crop, resize_and_center_crop, resize_to,
                                      resolve_augmentation)
@@ -182,12 +183,7 @@ def _check_images(folder: str):
 
 
 def _image_folder_builder(root: str):
-  if not root or not os.path.isdir(os.path.join(root, "train")):
-    raise DataError(f"data.data_dir={root!r} has no train/ folder; image_folder expects "
-                    "<root>/train/<class>/*.jpg|png and <root>/test/<class>/... (or val/).")
-  eval_dir = next((s for s in ("test", "val", "validation") if os.path.isdir(os.path.join(root, s))), None)
-  if eval_dir is None:
-    raise DataError(f"data.data_dir={root!r} has no test/ or val/ folder next to train/.")
+  eval_dir = image_folder_eval_split(root)
   for split in ("train", eval_dir):
     _check_images(os.path.join(root, split))
   builder = tfds.ImageFolder(root)
