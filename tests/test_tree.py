@@ -24,7 +24,7 @@ def _all_paths(tree):
 @pytest.mark.parametrize("name,expected_count,check_values", [("resnet20", 9 * 2 + 2, True),
                                                                ("resnet18", 8 * 2 + 3, False)])
 def test_default_rules_quantize_exactly_the_stage_convs(name, expected_count, check_values):
-  """ResNet-18's paths and shapes are checked abstractly: drawing its 11M weights' latents eagerly took 30-40 s
+  """ResNet-18's paths and shapes are checked abstractly: drawing its 11M weights' latents eagerly took 23-41 s
   of compiling, and the values come from the same per-kernel code as ResNet-20's, checked here."""
   _, variables = _resnet_params(name)
   params = variables["params"]
