@@ -19,6 +19,7 @@ from s3jax.config import base_config
 from s3jax.models import create_model
 from s3jax.training import sharding
 from s3jax.training.loop import jit_train_step
+from s3jax.records.resolved import resolve_run
 from s3jax.records.variables import init_variables, run_init_program
 from s3jax.training.state import create_train_state, jitted_initializer, state_for_training
 
@@ -80,7 +81,8 @@ def initial_variables(model_name: str, image_size: int, bits: int, method: str =
   config = synthetic_config(model_name, 1, bits, num_classes, method=method)
   model = create_model(model_name, num_classes)
   shape = (image_size, image_size, channels)
-  init = jax.jit(lambda key: init_variables(config, model, shape, key))
+  run = resolve_run(config)
+  init = jax.jit(lambda key: init_variables(run, model, shape, key))
   params, batch_stats = run_init_program(init, jax.random.key(config.seed))
   return model, params, batch_stats
 
@@ -99,7 +101,7 @@ def _initial_state(model_name, batch, bits, num_classes, half_precision, method,
   not, banked or not, another XLA schedule) start from the same state, and its init program compiles once."""
   config = synthetic_config(model_name, batch, bits, num_classes, half_precision, method)
   model = create_model(model_name, num_classes, half_precision)
-  return create_train_state(config, model, image_shape, 100, mesh)
+  return create_train_state(resolve_run(config, steps_per_epoch=100), model, image_shape, mesh)
 
 
 def synthetic_step(model_name: str, batch: int, image_size: int, bits: int, mesh=None,
@@ -117,7 +119,7 @@ def synthetic_step(model_name: str, batch: int, image_size: int, bits: int, mesh
   model = create_model(model_name, num_classes, half_precision)
   image_shape = (image_size, image_size, channels)
   if shapes_only:
-    init, tx, schedule = jitted_initializer(config, model, image_shape, 100, mesh)
+    init, tx, schedule = jitted_initializer(resolve_run(config, steps_per_epoch=100), model, image_shape, mesh)
     state = jax.eval_shape(lambda key: state_for_training(config, init(key), mesh)[0], jax.random.key(config.seed))
     step = jit_train_step(model, tx, schedule, mesh, fused_pullback)
     return state, step, synthetic_batch(batch, image_shape, num_classes, mesh)

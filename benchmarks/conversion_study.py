@@ -101,7 +101,7 @@ def deepshift_conversion(float_dir: str, methods, bits) -> dict:
   evaluated as is: DeepShift-Q's latent is W itself, DeepShift-PS's shift round(log2|W|) and sign
   sign(W), each clamped to the method's range; no scale, BatchNorms unchanged."""
   import jax.numpy as jnp
-  from s3jax import data, quant
+  from s3jax import data, models, quant
   from s3jax.deploy.from_workdir import restore_variables
   from s3jax.deploy.inference import evaluate_apply
   from s3jax.quant.tree import map_kernels
@@ -116,8 +116,8 @@ def deepshift_conversion(float_dir: str, methods, bits) -> dict:
   out = {}
   for m in (m for m in methods if m in released):
     for b in bits:
-      latents = map_kernels(variables["params"], config.quant.rules, quant.quantizer(m, b),
-                            lambda name, w, q, m=m: q.project(released[m](w, q)))
+      rules = quant.rules_for(models.default_quant_patterns(config.model), quant.quantizer(m, b))
+      latents = map_kernels(variables["params"], rules, lambda name, w, q, m=m: q.project(released[m](w, q)))
       weights = {"params": quant.materialize_tree(latents), "batch_stats": variables["batch_stats"]}
       out[(m, b)] = evaluate_apply(lambda images, w=weights: logits(w, images), dataset)[0]["eval/top1"]
   return out

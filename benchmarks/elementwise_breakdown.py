@@ -19,6 +19,7 @@ from s3jax.cli import parse_flags
 from s3jax.config import base_config
 from s3jax.models import create_model
 from s3jax.quant import materialize_tree, to_latents
+from s3jax.records.resolved import resolve_run
 from s3jax.training.optim import make_optimizer
 
 
@@ -42,7 +43,9 @@ def main(argv):
   for bits in (args.bits, 32):
     config = base_config()
     config.quant.bits, config.num_epochs = bits, 1
-    tree = params if bits == 32 else to_latents(params, config.quant.rules, jax.random.key(1), bits)
+    config.quant.method = "float" if bits == 32 else config.quant.method
+    run = resolve_run(config, steps_per_epoch=100)
+    tree = params if bits == 32 else to_latents(params, run.rules, jax.random.key(1))
     grads = jax.tree.map(jnp.ones_like, tree)
 
     def pullback(tree):
@@ -52,7 +55,7 @@ def main(argv):
     row = {"model": args.model, "bits": bits, "backend": jax.default_backend(),
            "leaves": len(jax.tree.leaves(tree)),
            "materialize_s": median_time(materialize_tree, tree), "pullback_s": median_time(pullback, tree)}
-    tx, _ = make_optimizer(config, tree, steps_per_epoch=100)
+    tx, _ = make_optimizer(run, tree)
     for name, opt in (("optimizer_s", tx), ("optimizer_flat_s", optax.flatten(tx))):
       state = opt.init(tree)
 

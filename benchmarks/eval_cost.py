@@ -21,6 +21,7 @@ from s3jax import data, quant
 from s3jax.cli import parse_flags
 from s3jax.models import create_model
 from s3jax.training import sharding
+from s3jax.records.resolved import resolve_run
 from s3jax.training.evaluation import make_weight_statistics
 from s3jax.training.state import create_train_state
 from s3jax.training.steps import make_eval_step
@@ -43,11 +44,12 @@ def main(argv):
   mesh = sharding.make_data_mesh()
   dataset = data.create_dataset(config)
   model = create_model(config.model, dataset.num_classes)
-  state, _, _ = create_train_state(config, model, dataset.image_shape, dataset.steps_per_epoch, mesh)
+  run = resolve_run(config, steps_per_epoch=dataset.steps_per_epoch)
+  state, _, _ = create_train_state(run, model, dataset.image_shape, mesh)
   replicated = sharding.replicated(mesh)
   eval_step = jax.jit(make_eval_step(model), in_shardings=(replicated, sharding.batch_sharding(mesh)),
                       out_shardings=replicated)
-  with_dynamics = make_weight_statistics(config.quant.rules, mesh)
+  with_dynamics = make_weight_statistics(run.rules, mesh)
   levels_only = jax.jit(quant.weight_statistics, out_shardings=replicated)
   batches = [sharding.global_batch(b, mesh) for b in dataset.eval_batches()]
 

@@ -62,7 +62,7 @@ def train_one(method: str, scale: str, bits: int, epochs: int, lr: float, data, 
   if method != "float":
     q = quant.quantizer(method, bits, scale=scale,
                         **({"scale_gradient": scale_gradient} if scale != "none" else {}))
-    params = quant.to_latents(params, EVERY_KERNEL, key=jax.random.key(seed + 1), quantizer=q)
+    params = quant.to_latents(params, quant.rules_for(EVERY_KERNEL, q), key=jax.random.key(seed + 1))
     params = _learned_scale_variant(params, scale_init, per_layer_scale)
     if any(jax.tree.leaves(sparse_mask(params))):
       parts.append(quant.dense_weight_penalty(1e-5))

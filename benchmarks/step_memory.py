@@ -24,6 +24,7 @@ from s3jax.models import create_model
 from s3jax.training import sharding
 from s3jax.training.loop import jit_train_step
 from s3jax.records.variables import run_init_program
+from s3jax.records.resolved import resolve_run
 from s3jax.training.state import jitted_initializer
 
 VARIANTS = {"s3": None, "fp": FULL_PRECISION_BITS}
@@ -50,7 +51,7 @@ def phases(args) -> dict:
   out = {"JAX started": memory_gb()}
   with jax.set_mesh(mesh):
     batch = synthetic_batch(args.batch, image_shape, args.num_classes, mesh)
-    init, tx, schedule = jitted_initializer(config, model, image_shape, 100, mesh)
+    init, tx, schedule = jitted_initializer(resolve_run(config, steps_per_epoch=100), model, image_shape, mesh)
     key = jax.random.key(config.seed)
     shapes = init.trace(key).out_info
     step = jit_train_step(model, tx, schedule, mesh)  # per-layer latents, as the trainer on CPU

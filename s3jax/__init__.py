@@ -12,15 +12,17 @@ packages by capability (each imports only those listed after it):
   s3jax.quant     the methods (pure JAX)       s3jax.models  plain Flax models
   s3jax.config  s3jax.classification  s3jax.errors
 """
-from s3jax.quant import (DEFAULT_RESNET_RULES, Quantizer, S3Latent, convert_to_latents, dense_penalty,
-                         dense_weight_penalty, from_codes, init_latent, materialize, materialize_tree, project_tree, quantized_paths,
-                         quantizer, quantizer_of, ste_sign, ste_step, to_codes, to_latents)
+from s3jax.quant import (FULL_PRECISION, Quantizer, Rule, S3Latent, convert_to_latents, dense_penalty,
+                         dense_weight_penalty, from_codes, init_latent, materialize, materialize_tree, project_tree,
+                         quantized_paths, quantizer, quantizer_of, rules_for, ste_sign, ste_step, to_codes, to_latents)
+from s3jax.records.resolved import ResolvedRun, resolve_run
 from s3jax.training.optim import make_optimizer
 
 __version__ = "0.3.0"
 
 __all__ = [
-    "DEFAULT_RESNET_RULES", "Quantizer", "S3Latent", "convert_to_latents", "dense_penalty", "dense_weight_penalty", "from_codes",
-    "init_latent", "make_optimizer", "materialize", "materialize_tree", "project_tree", "quantized_paths",
-    "quantizer", "quantizer_of", "ste_sign", "ste_step", "to_codes", "to_latents",
+    "FULL_PRECISION", "Quantizer", "ResolvedRun", "Rule", "S3Latent", "convert_to_latents",
+    "dense_penalty", "dense_weight_penalty", "from_codes", "init_latent", "make_optimizer", "materialize",
+    "materialize_tree", "project_tree", "quantized_paths", "quantizer", "quantizer_of", "resolve_run", "rules_for",
+    "ste_sign", "ste_step", "to_codes", "to_latents",
 ]

@@ -2,13 +2,10 @@
 compiles. The bottom layer: each list of names (models, datasets, methods, schedules) is checked where it is
 owned, when the trainer builds that part, still before compiling."""
 import ml_collections
+from ml_collections import config_dict
 
 from s3jax.errors import ConfigError
 
-# Kept as strings so config.json stays plain JSON; s3jax.quant.DEFAULT_RESNET_RULES holds the same pattern.
-RESNET_QUANT_RULES = (r"stage\d+_block\d+/.*conv.*/kernel",)
-# A ViT's attention projections and MLP kernels (s3jax.models.vit); patch embedding and head stay float.
-VIT_QUANT_RULES = (r"block\d+/attention/(query|key|value|out)/kernel", r"block\d+/mlp_fc\d/kernel")
 NONFINITE_POLICIES = ("stop", "skip")
 
 
@@ -21,9 +18,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.seed = 0
   c.batch_size = 256            # global, over all devices and hosts
   c.num_epochs = 200
-  c.total_steps = 0             # > 0 overrides num_epochs
+  c.total_steps = config_dict.placeholder(int)  # set: overrides num_epochs
   c.log_every_steps = 100
-  c.eval_every_steps = 0        # <= 0: once per epoch
+  c.eval_every_steps = config_dict.placeholder(int)  # unset: once per epoch
   c.checkpoint_every_steps = 1000
   c.keep_checkpoints = 3
   c.init_from = ""              # a float run's workdir or an Orbax checkpoint: convert it and start there
@@ -51,7 +48,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.quant.scale = "none"        # none | fixed | learned: a float scale per layer / output channel
   c.quant.scale_gradient = "outside"  # outside: latents get the scaled weight's gradient; through: times
                                 # the scale (plain autodiff). See s3jax.quant.Scaled.
-  c.quant.rules = RESNET_QUANT_RULES  # regexes (re.fullmatch) on param paths; see s3jax.quant.tree
+  c.quant.rules = ()            # regexes (re.fullmatch) on param paths (s3jax.quant.rules); () = the
+                                # model's own (s3jax.models.default_quant_patterns)
   c.quant.dense_penalty = 1e-5  # s3 only: alpha of R = alpha * sum(max(-Wz, 0))
   c.quant.convert_latent_scale = 1.0  # init_from: sign-acting latents start at this times sqrt(2 / fan_out)
 
@@ -112,7 +110,7 @@ def latent_banking(config, backend: str) -> tuple[bool, int | None]:
   small layers on CPU: there the few large ones keep their own kernels, long enough to amortize a launch,
   which XLA:CPU runs concurrently, while a bank's update runs as a few long serial kernels after a copy of
   dL/dW (docs/PERFORMANCE.md)."""
-  choice = config.get("bank_latents", "auto")
+  choice = config.bank_latents
   if choice == "auto":
     choice = "small" if backend == "cpu" else "on"
   return choice != "off", SMALL_LAYER_WEIGHTS if choice == "small" else None
@@ -129,20 +127,23 @@ def validate_config(config, device_count: int | None = None):
          "quant.bits=32 no longer means full precision; use --config.quant.method=float.")
   _check(config.nonfinite in NONFINITE_POLICIES,
          f"nonfinite={config.nonfinite!r} is unknown; use one of {NONFINITE_POLICIES}.")
-  _check(config.get("bank_latents", "auto") in BANK_LATENTS,
-         f"bank_latents={config.get('bank_latents')!r} is unknown; use one of {BANK_LATENTS}.")
+  _check(config.bank_latents in BANK_LATENTS,
+         f"bank_latents={config.bank_latents!r} is unknown; use one of {BANK_LATENTS}.")
   _check(config.optim.lr > 0, f"optim.lr={config.optim.lr!r} must be > 0.")
   _check(config.batch_size > 0, f"batch_size={config.batch_size!r} must be > 0.")
-  _check(config.total_steps > 0 or config.num_epochs > 0,
-         f"num_epochs={config.num_epochs!r} must be > 0 (or set total_steps > 0).")
+  _check(config.total_steps is not None or config.num_epochs > 0,
+         f"num_epochs={config.num_epochs!r} must be > 0 (or set total_steps).")
+  for key in ("total_steps", "eval_every_steps"):
+    _check(config[key] is None or config[key] > 0, f"{key}={config[key]!r} must be > 0; leave it unset for "
+           + ("num_epochs epochs." if key == "total_steps" else "once per epoch."))
   for key in ("log_every_steps", "checkpoint_every_steps", "keep_checkpoints"):
     _check(config[key] > 0, f"{key}={config[key]!r} must be > 0.")
   _check(config.num_classes >= 0, f"num_classes={config.num_classes!r} must be >= 0 (0: from the data).")
-  _check(config.quant.get("scale_gradient", "outside") == "outside" or config.quant.scale != "none",
-         f"quant.scale_gradient={config.quant.get('scale_gradient')!r} applies to a scale, and quant.scale is "
+  _check(config.quant.scale_gradient == "outside" or config.quant.scale != "none",
+         f"quant.scale_gradient={config.quant.scale_gradient!r} applies to a scale, and quant.scale is "
          "'none'; set quant.scale=fixed or learned, or leave scale_gradient at 'outside'.")
-  _check(config.quant.get("convert_latent_scale", 1.0) > 0,
-         f"quant.convert_latent_scale={config.quant.get('convert_latent_scale')!r} must be > 0.")
+  _check(config.quant.convert_latent_scale > 0,
+         f"quant.convert_latent_scale={config.quant.convert_latent_scale!r} must be > 0.")
   _check(config.quant.dense_penalty >= 0,
          f"quant.dense_penalty={config.quant.dense_penalty!r} must be >= 0.")
   if device_count is not None:

@@ -17,7 +17,7 @@ PARAMS = {"a": {"kernel": jnp.ones((3, 3, 4, 8))}, "b": {"kernel": jnp.ones((3, 
 
 def latents(method, scale="none", rules=(r".*kernel",)):
   q = s3jax.quant.quantizer(method, 3, scale=scale)
-  return s3jax.quant.to_latents(PARAMS, rules, jax.random.key(0), quantizer=q)
+  return s3jax.quant.to_latents(PARAMS, s3jax.quant.rules_for(rules, q), jax.random.key(0))
 
 
 @pytest.mark.parametrize("method", s3jax.quant.method_names())
@@ -39,7 +39,9 @@ def test_banks_hold_every_layer_and_the_per_layer_functions_agree(method):
 
 
 def test_methods_and_bit_widths_get_their_own_banks_and_scaled_latents_stay_per_layer():
-  tree = latents("s3", rules=((r"a/kernel", "s3"), (r"b/kernel", "deepshift_ps"), (r"c/kernel", None)))
+  q = s3jax.quant
+  tree = q.to_latents(PARAMS, (q.Rule(r"a/kernel", q.quantizer("s3", 3)), q.Rule(r"b/kernel", q.quantizer("deepshift_ps", 3)),
+                               q.Rule(r"c/kernel", q.FULL_PRECISION)), jax.random.key(0))
   tree["d"] = s3jax.quant.quantizer("s3", 2).init(jax.random.key(1), (3, 3, 2, 2))
   tree["e"] = s3jax.quant.quantizer("s3", 3, scale="learned").init(jax.random.key(2), (3, 3, 2, 2))
   banked = bank_tree(tree)

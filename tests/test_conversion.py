@@ -98,7 +98,7 @@ def tiny_resnet(seed=0):
 def test_batchnorm_folded_network_equals_the_float_one_with_scaled_levels(method, bits):
   model, params, batch_stats = tiny_resnet()
   q = quant.quantizer(method, bits)
-  converted, folded = conversion.convert_to_latents(params, batch_stats, RULES, quantizer=q)
+  converted, folded = conversion.convert_to_latents(params, batch_stats, quant.rules_for(RULES, q))
   assert jax.tree.structure(folded) == jax.tree.structure(batch_stats)
   # The reference: float kernels replaced by s * Q(W / s), with the scale each conversion fits.
   paths = dict(latents_with_paths(converted))
@@ -130,8 +130,8 @@ def test_batchnorm_folded_network_equals_the_float_one_with_scaled_levels(method
 def test_converted_tree_has_the_structure_of_a_fresh_one(method, scale):
   _, params, batch_stats = tiny_resnet()
   q = quant.quantizer(method, 3, scale=scale)
-  fresh = quant.to_latents(params, RULES, key=jax.random.key(0), quantizer=q)
-  converted, _ = conversion.convert_to_latents(params, batch_stats, RULES, quantizer=q)
+  fresh = quant.to_latents(params, quant.rules_for(RULES, q), key=jax.random.key(0))
+  converted, _ = conversion.convert_to_latents(params, batch_stats, quant.rules_for(RULES, q))
   shapes = lambda tree: jax.tree.map(lambda x: (x.shape, x.dtype), tree)
   assert jax.tree.structure(converted) == jax.tree.structure(fresh)
   assert shapes(converted) == shapes(fresh)
@@ -142,7 +142,7 @@ def test_a_scale_node_takes_the_fitted_scale_per_layer_or_per_channel():
   w = params["stage2_block0"]["conv2"]["kernel"]
   for scale, reduce in (("fixed", False), ("learned", True)):
     q = quant.quantizer("s3", 3, scale=scale)
-    converted, folded = conversion.convert_to_latents(params, batch_stats, RULES, quantizer=q)
+    converted, folded = conversion.convert_to_latents(params, batch_stats, quant.rules_for(RULES, q))
     node = converted["stage2_block0"]["conv2"]["kernel"]
     s = np.asarray(conversion.convert_kernel(w, q, per_channel=reduce).scale)
     np.testing.assert_allclose(np.asarray(quant.materialize(node)), s * nearest(np.asarray(w) / s, expected_levels("s3", 3)),
@@ -153,7 +153,7 @@ def test_a_scale_node_takes_the_fitted_scale_per_layer_or_per_channel():
 def test_a_kernel_without_batchnorm_after_it_needs_a_scale_node():
   _, params, batch_stats = tiny_resnet()
   with pytest.raises(ConfigError, match="^head/kernel has no BatchNorm after it.*quant.scale=fixed or learned"):
-    conversion.convert_to_latents(params, batch_stats, rules=(r"head/kernel",), quantizer=quant.quantizer("s3", 3))
-  converted, _ = conversion.convert_to_latents(params, batch_stats, rules=(r"head/kernel",),
-                                               quantizer=quant.quantizer("s3", 3, scale="fixed"))
+    conversion.convert_to_latents(params, batch_stats, quant.rules_for(r"head/kernel", quant.quantizer("s3", 3)))
+  converted, _ = conversion.convert_to_latents(
+      params, batch_stats, quant.rules_for(r"head/kernel", quant.quantizer("s3", 3, scale="fixed")))
   assert isinstance(converted["head"]["kernel"], quant.Scaled)

@@ -37,12 +37,12 @@ def _nnx(name):
   assert lines[0] == "['conv/kernel']" and lines[1] == "True"
   assert _levels(lines[2]) <= S3_LEVELS and len(_levels(lines[2])) >= 3
   # The conv's latents learned (its gradient flows through replace_by_pure_dict), not only the head.
-  start = scope["to_latents"](scope["nnx"].to_pure_dict(scope["params"]), [(r"conv/kernel", "s3")],
+  start = scope["to_latents"](scope["nnx"].to_pure_dict(scope["params"]), [scope["Rule"](r"conv/kernel", scope["quantizer"]("s3", 3))],
                               key=scope["jax"].random.key(1))
   assert not (start["conv"]["kernel"].sparse == scope["latents"]["conv"]["kernel"].sparse).all()
   from s3jax.errors import ConfigError
   with pytest.raises(ConfigError, match=r"chose conv/bias of shape \(8,\); only kernels"):
-    scope["to_latents"](scope["nnx"].to_pure_dict(scope["params"]), [(r"conv/bias", "s3")],
+    scope["to_latents"](scope["nnx"].to_pure_dict(scope["params"]), [scope["Rule"](r"conv/bias", scope["quantizer"]("s3", 3))],
                         key=scope["jax"].random.key(1))
 
 

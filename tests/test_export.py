@@ -17,7 +17,7 @@ from s3jax.deploy.from_workdir import checkpoint_apply, restore_variables
 from s3jax.deploy.export_format import ExportError, load, pack_indices, unpack_indices, write_export
 from s3jax.deploy.inference import evaluate_apply, plain_apply, shift_add_apply
 from s3jax.data import create_dataset
-from s3jax.models import create_model
+from s3jax.models import create_model, default_quant_patterns
 from s3jax.quant.tree import latents_with_paths, path_name
 from s3jax.records.eval_program import jit_eval_logits
 from s3jax.records.workdir_files import read_config, read_metrics
@@ -217,7 +217,7 @@ def test_other_methods_round_trip_and_run_without_multiplications(method, scale,
   model = create_model("resnet8", 10)
   variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False)
   q = quant.quantizer(method, 3, scale=scale)
-  params = quant.to_latents(variables["params"], quant.DEFAULT_RESNET_RULES, jax.random.key(1), quantizer=q)
+  params = quant.to_latents(variables["params"], quant.rules_for(default_quant_patterns("resnet8"), q), jax.random.key(1))
   if method == "deepshift_q":  # exact zeros next to all eight signed powers of two need a 4th bit
     path = ["stage1_block0", "conv1", "kernel"]
     scaled = params[path[0]][path[1]][path[2]]

@@ -19,6 +19,7 @@ from s3jax.models import create_model
 from s3jax.training.init_from import converted_variables, read_float_variables
 from s3jax.training.loop import train_and_evaluate
 from s3jax.records.eval_program import jit_eval_logits
+from s3jax.records.resolved import resolve_run
 from s3jax.records.workdir_files import read_metrics
 
 from test_config_validation import assert_one_line_error
@@ -56,7 +57,7 @@ def test_a_converted_run_starts_at_the_float_models_levels_and_exports_like_any_
   # float run's own checkpoint by the library's conversion and a plain eval.
   config = load_config("digits", init_from=float_run)
   model = create_model(config.model, 10)
-  params, batch_stats = converted_variables(config, model, data.input_shape(config))
+  params, batch_stats = converted_variables(resolve_run(config), model, data.input_shape(config))
   dataset = data.create_dataset(config)
   apply = jit_eval_logits(model)
   correct = sum(int(np.sum((np.argmax(apply({"params": params, "batch_stats": batch_stats}, b["image"]), -1)
@@ -79,12 +80,12 @@ def test_what_cannot_be_converted_is_a_one_line_error(study, tmp_path):
   float_run, s3_run = str(study / "runs" / "float_seed0"), str(study / "runs" / "s3_3b_scratch_seed0")
   model = create_model(load_config("digits").model, 10)
   with pytest.raises(ConfigError, match="is not a directory"):
-    converted_variables(load_config("digits", init_from=str(tmp_path / "missing")), model, (8, 8, 1))
+    converted_variables(resolve_run(load_config("digits", init_from=str(tmp_path / "missing"))), model, (8, 8, 1))
   with pytest.raises(ConfigError, match=r"different model \(\w+/stage1_block\d/.*checkpoint absent.*--config.model"):
-    converted_variables(load_config("digits", init_from=float_run, model="resnet32"), create_model("resnet32", 10),
-                        (8, 8, 1))
+    converted_variables(resolve_run(load_config("digits", init_from=float_run, model="resnet32")),
+                        create_model("resnet32", 10), (8, 8, 1))
   with pytest.raises(ConfigError, match="is a s3 run; it takes a float run's checkpoint"):
-    converted_variables(load_config("digits", init_from=s3_run), model, (8, 8, 1))
+    converted_variables(resolve_run(load_config("digits", init_from=s3_run)), model, (8, 8, 1))
   # The workdir, its checkpoints/ and one step of it name the same weights.
   abstract = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False))
   reads = [read_float_variables(os.path.join(float_run, *sub), dict(abstract))[0]

@@ -13,12 +13,13 @@ import s3jax
 from helpers import apply_overrides
 from s3jax import dense_penalty, dense_weight_penalty, init_latent, make_optimizer, materialize
 from s3jax.config import base_config
+from s3jax.records.resolved import Durations, resolve_run
 from s3jax.training.optim import make_schedule
 
 
 def optim_config(**overrides):
   c = base_config()  # the trainer's config, at this recipe
-  c.batch_size, c.num_epochs, c.total_steps = 256, 10, 0
+  c.batch_size, c.num_epochs = 256, 10
   c.quant.dense_penalty = 1e-5
   c.optim.update({"lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4, "schedule": "cosine_epoch",
                   "warmup_epochs": 0, "optimizer": "sgd", "latent_weight_decay": True})
@@ -72,7 +73,7 @@ def test_penalty_in_chain_equals_penalty_in_loss(alpha):
   p0 = toy_params()
 
   def run(cfg, loss_fn):
-    tx, _ = make_optimizer(cfg, p0, steps_per_epoch=10)
+    tx, _ = make_optimizer(resolve_run(cfg, steps_per_epoch=10), p0)
     p, state = p0, tx.init(p0)
     for _ in range(6):
       g = jax.grad(loss_fn)(p, x)
@@ -91,7 +92,7 @@ def test_penalty_in_chain_equals_penalty_in_loss(alpha):
 def test_cosine_epoch_schedule_reproduces_the_reference_formula():
   spe, epochs = 7, 5
   config = optim_config(**{"num_epochs": epochs, "batch_size": 512})
-  sched = make_schedule(config, spe)
+  sched = make_schedule(config, Durations.from_config(config, spe))
   base = 0.1 * 512 / 256
   for step in range(spe * epochs):
     e = step // spe
@@ -102,16 +103,18 @@ def test_cosine_epoch_schedule_reproduces_the_reference_formula():
 def test_per_step_cosine_warmup_and_constant():
   spe = 10
   config = optim_config(**{"optim.schedule": "cosine", "optim.warmup_epochs": 2, "num_epochs": 6})
-  sched = make_schedule(config, spe)
+  sched = make_schedule(config, Durations.from_config(config, spe))
   np.testing.assert_allclose(sched(0), 0.0)
   np.testing.assert_allclose(sched(10), 0.05, rtol=1e-6)  # halfway through warm-up
   np.testing.assert_allclose(sched(20), 0.1, rtol=1e-6)
   np.testing.assert_allclose(sched(40), 0.1 * 0.5 * (1 + math.cos(math.pi * 0.5)), rtol=1e-5)
   np.testing.assert_allclose(sched(60), 0.0, atol=1e-7)
-  const = make_schedule(optim_config(**{"optim.schedule": "constant", "batch_size": 64}), spe)
+  constant = optim_config(**{"optim.schedule": "constant", "batch_size": 64})
+  const = make_schedule(constant, Durations.from_config(constant, spe))
   np.testing.assert_allclose(const(123), 0.1 * 64 / 256)
   with pytest.raises(ValueError, match="schedule"):
-    make_schedule(optim_config(**{"optim.schedule": "step"}), spe)
+    unknown = optim_config(**{"optim.schedule": "step"})
+    make_schedule(unknown, Durations.from_config(unknown, spe))
 
 
 def test_momentum_and_coupled_weight_decay_follow_pytorch_sgd():
@@ -119,7 +122,7 @@ def test_momentum_and_coupled_weight_decay_follow_pytorch_sgd():
   config = optim_config(**{"optim.schedule": "constant", "quant.dense_penalty": 0.0,
                            "optim.weight_decay": 0.01})
   p = {"w": jnp.array([1.0, -2.0])}
-  tx, _ = make_optimizer(config, p, steps_per_epoch=1)
+  tx, _ = make_optimizer(resolve_run(config, steps_per_epoch=1), p)
   state = tx.init(p)
   buf, ref = np.zeros(2), np.array([1.0, -2.0])
   for g in ([0.5, 0.1], [-0.3, 0.2], [0.0, 1.0]):
@@ -140,7 +143,7 @@ def test_weight_decay_skips_scales_and_optionally_latents(latent_decay):
   p = {"ps": {"kernel": quantizer("deepshift_ps", 3, scale="learned").init(keys[0], (3, 3, 4, 8))},
        "s3": {"kernel": quantizer("s3", 3, scale="fixed").init(keys[1], (3, 3, 8, 8))},
        "head": {"bias": jnp.ones((5,))}}
-  tx, _ = make_optimizer(config, p, steps_per_epoch=1)
+  tx, _ = make_optimizer(resolve_run(config, steps_per_epoch=1), p)
   zeros = jax.tree.map(jnp.zeros_like, p)
   updates, _ = tx.update(zeros, tx.init(p), p)
   roles = jax.tree.leaves(s3jax.quant.role_tree(p))
@@ -155,7 +158,7 @@ def test_radam_option_runs_deepshift_recipe():
   config = optim_config(**{"optim.optimizer": "radam", "optim.lr": 0.01, "optim.weight_decay": 0.0,
                            "optim.schedule": "constant"})
   p = {"k": quantizer("deepshift_ps", 3).init(jax.random.key(0), (3, 3, 4, 8))}
-  tx, _ = make_optimizer(config, p, steps_per_epoch=1)
+  tx, _ = make_optimizer(resolve_run(config, steps_per_epoch=1), p)
   state = tx.init(p)
   g = jax.grad(lambda q: jnp.sum(s3jax.materialize(q["k"]) * 3.0))(p)
   for _ in range(10):  # RAdam's first steps are momentum SGD; it still moves every latent
@@ -163,7 +166,7 @@ def test_radam_option_runs_deepshift_recipe():
     p = project_tree(optax.apply_updates(p, updates))
   assert float(p["k"].shift.max()) <= 0 and float(p["k"].shift.min()) >= -2
   with pytest.raises(ValueError, match="optim.optimizer='adam' is unknown"):
-    make_optimizer(optim_config(**{"optim.optimizer": "adam"}), p, steps_per_epoch=1)
+    make_optimizer(resolve_run(optim_config(**{"optim.optimizer": "adam"}), steps_per_epoch=1), p)
 
 
 class _TinyNet(nn.Module):
@@ -198,9 +201,9 @@ def test_train_step_matches_the_optax_chain(method, scale, optimizer, banked):
               "label": jnp.asarray(rng.integers(0, 10, 8), jnp.int32)} for _ in range(4)]
   variables = model.init(jax.random.key(0), batches[0]["image"], train=False)
   q = s3jax.quant.quantizer_from_config(config.quant)
-  params = s3jax.quant.to_latents(variables["params"], (r"Conv_\d/kernel",), jax.random.key(1), quantizer=q)
+  params = s3jax.quant.to_latents(variables["params"], s3jax.quant.rules_for(r"Conv_\d/kernel", q), jax.random.key(1))
   assert len(s3jax.quant.quantized_paths(params)) == 2
-  tx, schedule = make_optimizer(config, params, steps_per_epoch=10)
+  tx, schedule = make_optimizer(resolve_run(config, steps_per_epoch=10), params)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=variables["batch_stats"],
                      opt_state=tx.init(params))
   if banked:

@@ -11,7 +11,7 @@ import pytest
 
 from s3jax import quant
 from s3jax.errors import ConfigError
-from s3jax.quant import DeepShiftPSLatent, Scaled, materialize, quantizer, quantizer_of, to_codes
+from s3jax.quant import DeepShiftPSLatent, Rule, Scaled, materialize, quantizer, quantizer_of, to_codes
 from s3jax.quant.interface import KernelFans, kernel_fans
 from s3jax.quant.stats import value_name
 from s3jax.quant.tree import sparse_mask
@@ -89,9 +89,8 @@ def test_bfloat16_kernels_get_float32_latents_with_a_warning():
   params = {"dense": {"kernel": jnp.ones((8, 4), jnp.bfloat16)}}
   with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
-    tree = quant.to_latents(params, [r"dense/kernel"], key=jax.random.key(0))
-    converted, _ = quant.convert_to_latents(params, rules=[r"dense/kernel"],
-                                            quantizer=quantizer("s3", 3, scale="fixed"))
+    tree = quant.to_latents(params, [Rule(r"dense/kernel", quantizer("s3", 3))], key=jax.random.key(0))
+    converted, _ = quant.convert_to_latents(params, None, [Rule(r"dense/kernel", quantizer("s3", 3, scale="fixed"))])
   # Each warning names the user's call (this file), not a line inside s3jax or jax.
   assert [w.filename for w in caught if "float32" in str(w.message)] == [__file__] * 2
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves((tree, converted)))
@@ -100,11 +99,11 @@ def test_bfloat16_kernels_get_float32_latents_with_a_warning():
 def test_rules_mix_methods_and_masks_follow_roles():
   params = {"a": {"kernel": jnp.ones((3, 3, 4, 8))}, "b": {"kernel": jnp.ones((3, 3, 8, 8))},
             "c": {"kernel": jnp.ones((8, 10)), "bias": jnp.zeros(10)}}
-  rules = [(r"a/kernel", quantizer("denseshift", 2)), (r"b/kernel", "deepshift_ps"),
-           (r"c/kernel", quantizer("deepshift_q", 4, scale="learned"))]
-  tree = quant.to_latents(params, rules, key=jax.random.key(0), bits=3)
+  rules = [Rule(r"a/kernel", quantizer("denseshift", 2)), Rule(r"b/kernel", quantizer("deepshift_ps", 3)),
+           Rule(r"c/kernel", quantizer("deepshift_q", 4, scale="learned"))]
+  tree = quant.to_latents(params, rules, key=jax.random.key(0))
   assert quantizer_of(tree["a"]["kernel"]) == quantizer("denseshift", 2)
-  assert quantizer_of(tree["b"]["kernel"]) == quantizer("deepshift_ps", 3)  # the call's bits
+  assert quantizer_of(tree["b"]["kernel"]) == quantizer("deepshift_ps", 3)
   assert quantizer_of(tree["c"]["kernel"]) == quantizer("deepshift_q", 4, scale="learned")
   roles = quant.role_tree(tree)
   assert roles["c"]["bias"] == "float" and roles["c"]["kernel"].scale == "log_scale"
@@ -117,8 +116,8 @@ def test_rules_mix_methods_and_masks_follow_roles():
 
 def test_weight_statistics_name_each_methods_own_levels():
   params = {"a": {"kernel": jnp.ones((3, 3, 8, 16))}, "b": {"kernel": jnp.ones((3, 3, 16, 16))}}
-  tree = quant.to_latents(params, [(r"a/kernel", "denseshift"), (r"b/kernel", "deepshift_ps")],
-                          key=jax.random.key(0), bits=3)
+  tree = quant.to_latents(params, [Rule(r"a/kernel", quantizer("denseshift", 3)),
+                                   Rule(r"b/kernel", quantizer("deepshift_ps", 3))], key=jax.random.key(0))
   stats = jax.jit(quant.weight_statistics)(tree)
   names = sorted(stats, key=lambda n: float(n.split("_")[-1]))
   assert names == ["quant/share_0", "quant/share_0.25", "quant/share_0.5", "quant/share_1",
@@ -158,7 +157,7 @@ def test_attention_and_1d_conv_kernels_get_their_layout_from_the_path():
   x = jnp.ones((2, 5, 32))
   params = Block().init(jax.random.key(0), x)["params"]
   learned = quantizer("s3", 3, scale="learned")
-  latents = quant.to_latents(params, [(r".*/kernel", learned)], key=jax.random.key(1))
+  latents = quant.to_latents(params, [Rule(r".*/kernel", learned)], key=jax.random.key(1))
   attention = latents["MultiHeadDotProductAttention_0"]
   assert params["MultiHeadDotProductAttention_0"]["query"]["kernel"].shape == (32, 4, 8)
   assert attention["query"]["kernel"].scale.shape == (4, 8)
@@ -166,12 +165,12 @@ def test_attention_and_1d_conv_kernels_get_their_layout_from_the_path():
   assert latents["Conv_0"]["kernel"].scale.shape == (16,)
   for name, fan_in in (("query", 32), ("out", 32)):  # the fixed scale makes the weights' rms 1/sqrt(fan_in)
     fixed = quant.to_latents({name: params["MultiHeadDotProductAttention_0"][name]},
-                             [(r".*/kernel", quantizer("s3", 3, scale="fixed"))], key=jax.random.key(2))
+                             [Rule(r".*/kernel", quantizer("s3", 3, scale="fixed"))], key=jax.random.key(2))
     weights = materialize(fixed[name]["kernel"])
     np.testing.assert_allclose(float(jnp.sqrt(jnp.mean(weights ** 2))), 1 / math.sqrt(fan_in), rtol=1e-5)
   odd = {"mixer": {"kernel": jnp.ones((4, 8, 8))}}
   with pytest.raises(ConfigError, match=r"mixer/kernel: a kernel of shape \(4, 8, 8\) may be a 1-D conv"):
-    quant.to_latents(odd, [(r".*/kernel", learned)], key=jax.random.key(3))
-  as_dense = quant.to_latents(odd, [(r".*/kernel", quantizer("s3", 3, scale="learned", layout="dense"))],
+    quant.to_latents(odd, [Rule(r".*/kernel", learned)], key=jax.random.key(3))
+  as_dense = quant.to_latents(odd, [Rule(r".*/kernel", quantizer("s3", 3, scale="learned", layout="dense"))],
                               key=jax.random.key(3))
   assert as_dense["mixer"]["kernel"].scale.shape == (8, 8)

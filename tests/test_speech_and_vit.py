@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from s3jax import quant
-from s3jax.config import VIT_QUANT_RULES
+from s3jax.models import default_quant_patterns
 from s3jax.data import ProcessShard, input_shape
 from s3jax.data.in_memory import InMemoryDataset
 from s3jax.deploy.export_format import load, write_export
@@ -66,29 +66,30 @@ def test_speech_takes_no_image_augmentation():
     create_dataset(config, ProcessShard(0, 1))
 
 
-def _quantized_paths(name, shape, rules):
-  """Path -> latent shapes (abstract: nothing is computed) of `name`'s kernels that `rules` quantize."""
+def _quantized_paths(name, shape):
+  """Path -> latent shapes (abstract: nothing is computed) of `name`'s kernels its own rules quantize."""
   model = create_model(name, 10)
 
   def latents():
     params = model.init(jax.random.key(0), jnp.zeros((1, *shape)), train=False)["params"]
-    return quant.to_latents(params, rules, jax.random.key(1), quantizer=quant.quantizer("s3", 3))
+    rules = quant.rules_for(default_quant_patterns(name), quant.quantizer("s3", 3))
+    return quant.to_latents(params, rules, jax.random.key(1))
 
   return {path: kernel for path, kernel in latents_with_paths(jax.eval_shape(latents))}
 
 
 def test_default_rules_quantize_the_1d_resnets_convs_and_the_vits_projections():
-  resnet = _quantized_paths("resnet1d_8", (32, 13), quant.DEFAULT_RESNET_RULES)
+  resnet = _quantized_paths("resnet1d_8", (32, 13))
   convs = {f"stage{i}_block0/{c}/kernel" for i in (1, 2, 3) for c in ("conv1", "conv2")}
   assert set(resnet) == convs | {f"stage{i}_block0/downsample_conv/kernel" for i in (2, 3)}  # not stem, head
   assert resnet["stage2_block0/conv1/kernel"].sign.shape == (3, 64, 128)
-  vit = _quantized_paths("vit_tiny", (28, 28, 1), VIT_QUANT_RULES)
+  vit = _quantized_paths("vit_tiny", (28, 28, 1))
   names = {"attention/query", "attention/key", "attention/value", "attention/out", "mlp_fc1", "mlp_fc2"}
   assert set(vit) == {f"block{i}/{n}/kernel" for i in range(4) for n in names}
   # Attention kernels are dense: (64, 4, 16) has fan_in 64; out (4, 16, 64) has fan_in 64 and 64 channels.
   q = quant.quantizer("s3", 3, scale="learned")
-  scaled = quant.to_latents({"attention": {"out": {"kernel": jnp.ones((4, 16, 64))}}}, (r".*kernel",),
-                            jax.random.key(0), quantizer=q)["attention"]["out"]["kernel"]
+  scaled = quant.to_latents({"attention": {"out": {"kernel": jnp.ones((4, 16, 64))}}}, quant.rules_for(r".*kernel", q),
+                            jax.random.key(0))["attention"]["out"]["kernel"]
   assert scaled.scale.shape == (64,)
 
 
@@ -107,15 +108,15 @@ def test_configs_train_export_and_evaluate(config_name, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name,shape,rules,method,scale", [
-    ("resnet1d_8", (32, 13), quant.DEFAULT_RESNET_RULES, "s3", "none"),
-    ("vit_tiny", (28, 28, 1), VIT_QUANT_RULES, "denseshift", "learned"),
+@pytest.mark.parametrize("name,shape,method,scale", [
+    ("resnet1d_8", (32, 13), "s3", "none"),
+    ("vit_tiny", (28, 28, 1), "denseshift", "learned"),
 ])
-def test_exports_of_new_models_run_on_all_three_paths(name, shape, rules, method, scale, tmp_path):
+def test_exports_of_new_models_run_on_all_three_paths(name, shape, method, scale, tmp_path):
   model = create_model(name, 10)
   variables = model.init(jax.random.key(0), jnp.zeros((1, *shape)), train=False)
   q = quant.quantizer(method, 3, scale=scale)
-  params = quant.to_latents(variables["params"], rules, jax.random.key(1), quantizer=q)
+  params = quant.to_latents(variables["params"], quant.rules_for(default_quant_patterns(name), q), jax.random.key(1))
   batch_stats = variables.get("batch_stats", {})
   spec = {"shape": list(shape), "mean": [0.0], "std": [1.0], "pixels": "test"}
   write_export(params, batch_stats, str(tmp_path), model=name, num_classes=10, input_spec=spec, step=0)

@@ -7,14 +7,13 @@ import sys
 
 import chex
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from helpers import REPO, config_names, load_config, restore_checkpoint
 from s3jax import data
 from s3jax.training import sharding
-from s3jax.config import validate_config
+from s3jax.records.resolved import resolve_run
 from s3jax.records.workdir_files import read_metrics
 from s3jax.models import create_model
 from s3jax.training.optim import make_optimizer
@@ -38,7 +37,8 @@ def test_the_init_program_compiled_at_o1_gives_the_default_compiles_state():
   tests/test_inits.py). Flax's init and the optimizer state come out as XLA's default compile gives them:
   integer PRNG bits, then the same float ops, so at most a last bit moved by fusion: rtol 1e-6."""
   config = tiny_digits(**{"quant.method": "float"})
-  init, _, _ = jitted_initializer(config, create_model(config.model, 10), (8, 8, 1), 10, sharding.make_data_mesh())
+  init, _, _ = jitted_initializer(resolve_run(config, steps_per_epoch=10), create_model(config.model, 10), (8, 8, 1),
+                                  sharding.make_data_mesh())
   key = jax.random.key(3)
   for got, want in zip(jax.tree.leaves(run_init_program(init, key)), jax.tree.leaves(init(key)), strict=True):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
@@ -46,7 +46,7 @@ def test_the_init_program_compiled_at_o1_gives_the_default_compiles_state():
 
 @pytest.mark.slow
 def test_digits_trains_end_to_end(tmp_path):
-  config = tiny_digits(num_epochs=3, eval_every_steps=0)
+  config = tiny_digits(num_epochs=3)
   final = train_and_evaluate(config, str(tmp_path))
   records = read_metrics(str(tmp_path))
   losses = [r["train/loss"] for r in records if "train/loss" in r]
@@ -82,7 +82,7 @@ def _params_after_two_steps(devices, config, batch):
   mesh = sharding.make_data_mesh(devices)
   dataset_shape = batch["image"].shape[1:]
   model = create_model(config.model, config.num_classes)
-  state, tx, schedule = create_train_state(config, model, dataset_shape, 10, mesh)
+  state, tx, schedule = create_train_state(resolve_run(config, steps_per_epoch=10), model, dataset_shape, mesh)
   step = jit_train_step(model, tx, schedule, mesh)
   with jax.set_mesh(mesh):
     for _ in range(2):
@@ -137,13 +137,12 @@ def test_resume_reaches_the_same_final_parameters(tmp_path):
 @pytest.mark.parametrize("name", config_names())
 def test_every_config_loads_and_builds_model_and_optimizer(name):
   config = load_config(name)
-  validate_config(config, jax.device_count())
+  run = resolve_run(config, jax.device_count(), steps_per_epoch=100)
   model = create_model(config.model, config.num_classes, config.half_precision)
   mesh = sharding.make_data_mesh(jax.devices()[:1])
-  abstract = jax.eval_shape(
-      lambda: create_train_state(config, model, data.input_shape(config), 100, mesh)[0])
+  abstract = jax.eval_shape(lambda: create_train_state(run, model, data.input_shape(config), mesh)[0])
   assert abstract.params
-  _, schedule = make_optimizer(config, abstract.params, steps_per_epoch=100)
+  _, schedule = make_optimizer(run, abstract.params)
   assert float(schedule(0)) >= 0
 
 

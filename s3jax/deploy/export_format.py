@@ -175,14 +175,13 @@ def write_export(params, batch_stats, output: str, *, model: str, num_classes: i
   if len({(q.method, q.bits, q.scale) for q in quantizers}) > 1:
     raise ConfigError(f"an export holds one method at one bit width; these params mix "
                       f"{sorted(q.describe() for q in quantizers)}.")
-  q = next(iter(quantizers), None)
+  q = next(iter(quantizers), quant.FULL_PRECISION)
   files = [e["file"] for e in arrays.values()] + [e["scale"]["file"] for e in arrays.values() if "scale" in e]
   files_bytes = sum(os.path.getsize(os.path.join(output, name)) for name in files)  # with .npy headers
   manifest = {
       "format": FORMAT, "version": VERSION,
       "model": model, "num_classes": int(num_classes),
-      "method": q.method if q else "float", "bits": q.bits if q else 32, "scale": q.scale if q else "none",
-      "levels": [float(v) for v in q.levels()] if q else [],
+      "method": q.method, "bits": q.bits, "scale": q.scale, "levels": [float(v) for v in q.levels()],
       "input": input_spec, "step": int(step),
       "sizes": {"float32_bytes": float32_bytes, "export_bytes": stored_bytes,
                 "ratio": float32_bytes / max(stored_bytes, 1), "files_bytes": files_bytes,
@@ -225,16 +224,14 @@ def _load_codes(directory: str, entry: dict, q: quant.Quantizer) -> QuantizedKer
 def load(directory: str) -> Export:
   """Reads an export written by `write_export`, checking every file against the manifest."""
   manifest = read_manifest(directory)
-  q = None
-  if manifest["method"] != "float":
-    try:
-      q = quant.quantizer(manifest["method"], manifest["bits"], scale=manifest["scale"])
-    except ConfigError as err:
-      raise ExportError(f"{os.path.join(directory, MANIFEST)}: {err}") from None
+  try:
+    q = quant.quantizer(manifest["method"], manifest["bits"], scale=manifest["scale"])
+  except ConfigError as err:
+    raise ExportError(f"{os.path.join(directory, MANIFEST)}: {err}") from None
   flat = {}
   for name, entry in manifest["arrays"].items():
     if entry.get("kind") == "codes":
-      if q is None:
+      if not isinstance(q, quant.Quantizer):
         raise ExportError(f"{os.path.join(directory, MANIFEST)} lists codes for {name} in a float export.")
       flat[name] = _load_codes(directory, entry, q)
     else:

@@ -22,6 +22,7 @@ from s3jax.errors import ConfigError
 from s3jax.models import create_model
 from s3jax.records import checkpoints, workdir_files
 from s3jax.records.eval_program import jit_eval_logits
+from s3jax.records.resolved import resolve_run
 from s3jax.records.variables import abstract_variables_on_one_device
 
 PATHS = ("plain", "shift_add", "stablehlo")
@@ -47,9 +48,9 @@ def restore_variables(config, workdir: str, step: int | None = None, spec: dict 
                       "--workdir.")
   spec = spec or model_input(config, workdir)
   model = create_model(config.model, spec["num_classes"], config.half_precision)
-  abstract = abstract_variables_on_one_device(config, model, spec["input"]["shape"])
-  store = checkpoints.CheckpointStore(directory, config.keep_checkpoints, read_only=True,
-                                    identity={"quant": checkpoints.quant_identity(config)})
+  run = resolve_run(config)
+  abstract = abstract_variables_on_one_device(run, model, spec["input"]["shape"])
+  store = checkpoints.CheckpointStore(directory, config.keep_checkpoints, read_only=True, identity=run.identity)
   try:
     variables, step = store.restore_variables(abstract, step)
   finally:

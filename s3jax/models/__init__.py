@@ -4,6 +4,6 @@
 - `vit`: Vision Transformers;
 - `registry`: `create_model(name, ...)` over all of them.
 """
-from s3jax.models.registry import MODEL_NAMES, create_model
+from s3jax.models.registry import MODEL_NAMES, create_model, default_quant_patterns
 from s3jax.models.resnet import ResNet
 from s3jax.models.vit import ViT

@@ -2,6 +2,8 @@
 import jax.numpy as jnp
 
 from s3jax.errors import ConfigError
+from s3jax.models import resnet as resnets
+from s3jax.models import vit as vits
 from s3jax.models.resnet import RESNET_NAMES, resnet
 from s3jax.models.vit import VITS, vit
 
@@ -16,4 +18,14 @@ def create_model(name: str, num_classes: int, half_precision: bool = False):
     return resnet(name, num_classes, dtype)
   if name in VITS:
     return vit(name, num_classes, dtype)
+  raise ConfigError(f"model={name!r} is unknown; use one of {MODEL_NAMES}.")
+
+
+def default_quant_patterns(name: str) -> tuple[str, ...]:
+  """The kernels a run of model `name` quantizes when `quant.rules` is empty: regexes on param paths
+  (`s3jax.quant.Rule`), owned by the model's module."""
+  if name in RESNET_NAMES:
+    return resnets.QUANT_PATTERNS
+  if name in VITS:
+    return vits.QUANT_PATTERNS
   raise ConfigError(f"model={name!r} is unknown; use one of {MODEL_NAMES}.")

@@ -6,9 +6,9 @@ stages of 16/32/64 channels) with 1x1 projection shortcuts. The same code with `
 ResNet over time (speech: MFCC coefficients as channels), the kind of network of the S3 authors'
 spoken-language shift network (Avila et al., Interspeech 2022).
 
-Parameter names are a contract with `s3jax.quant.DEFAULT_RESNET_RULES`: residual blocks are
-'stage<i>_block<j>' and hold convs named 'conv<k>' and 'downsample_conv'; the stem is 'stem_conv'
-and the classifier 'head'.
+Parameter names are a contract with `QUANT_PATTERNS`, the kernels a run quantizes by default: residual
+blocks are 'stage<i>_block<j>' and hold convs named 'conv<k>' and 'downsample_conv'; the stem is
+'stem_conv' and the classifier 'head'.
 """
 import functools
 from typing import Any, Sequence
@@ -26,6 +26,9 @@ def _pad(k: int, dims: int = 2):
 
 
 ModuleDef = Any
+
+# Every conv kernel in the stages (downsample 1x1 convs included); stem, BatchNorms and head stay float.
+QUANT_PATTERNS = (r"stage\d+_block\d+/.*conv.*/kernel",)
 
 
 class BasicBlock(nn.Module):

@@ -3,7 +3,7 @@ learned position embeddings, pre-LayerNorm encoder blocks (multi-head self-atten
 a final LayerNorm and a linear head on the class token. No dropout: `train` is accepted for the trainer's
 calling convention and changes nothing.
 
-Parameter names are a contract with `s3jax.config.VIT_QUANT_RULES`: blocks are 'block<i>', their
+Parameter names are a contract with `QUANT_PATTERNS` (the kernels a run quantizes by default): blocks are 'block<i>', their
 attention is Flax's MultiHeadDotProductAttention named 'attention' (projections 'query', 'key', 'value',
 'out', whose kernels `s3jax.quant.layout_for` reads as dense), and their MLP kernels are 'mlp_fc1' and
 'mlp_fc2'; the patch embedding is 'patch_embed' and the classifier 'head'.
@@ -12,6 +12,9 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+# The attention projections and MLP kernels; patch embedding and head stay float.
+QUANT_PATTERNS = (r"block\d+/attention/(query|key|value|out)/kernel", r"block\d+/mlp_fc\d/kernel")
 
 
 class EncoderBlock(nn.Module):

@@ -13,7 +13,6 @@ import numpy as np
 
 from s3jax.quant.binarizers import exact_exp2, straight_through
 from s3jax.quant.interface import KernelFans, Quantizer, register_method
-from s3jax.quant.proxies import pack_fields, unpack_fields
 
 SUPPORTED_BITS = (2, 3, 4, 5, 6)
 
@@ -92,18 +91,6 @@ class DeepShiftQQuantizer(Quantizer):
   def latent_from_codes(self, codes, dtype):
     return DeepShiftQLatent(self.decode(codes, dtype), self.bits)  # the weight itself, a power of two or 0
 
-  def conversion_levels(self):
-    return self.levels()[self.levels() != 0]  # 0 only from an exactly-zero latent
-
-  def converted_latent(self, codes, nonzero_codes, unscaled, magnitude):
-    # DeepShift-Q's latent is the float weight itself (clamped), wherever its log2 rounding already gives
-    # the nearest level (it rounds in log2, between 2**k and 2**(k+1) at 1.41 * 2**k, not 1.5); the level
-    # where it does not.
-    del nonzero_codes, magnitude
-    latent = self.project_latent(DeepShiftQLatent(jnp.asarray(unscaled, jnp.float32), self.bits))
-    level = self.decode(codes)
-    return DeepShiftQLatent(jnp.where(self.materialize_latent(latent) == level, latent.weight, level), self.bits)
-
   def latent_codes(self, latent):
     w = latent.weight
     return (jnp.sign(w) * (self._exponent(w) - self.smin + 1)).astype(jnp.int8)
@@ -164,13 +151,6 @@ class DeepShiftPSQuantizer(Quantizer):
     shift = jnp.where(codes == 0, 0, self.smin + jnp.abs(codes).astype(jnp.int32) - 1).astype(dtype)
     return DeepShiftPSLatent(shift=shift, sign=jnp.sign(codes).astype(dtype), bits=self.bits)
 
-  def converted_latent(self, codes, nonzero_codes, unscaled, magnitude):
-    # Each latent at the centre of its rounding interval: P the level's exponent, S its sign (0 for the
-    # level 0, where P holds the nearest non-zero level's exponent, for when S moves).
-    del unscaled, magnitude
-    filled = jnp.where(codes == 0, nonzero_codes, codes)
-    return dataclasses.replace(self.latent_from_codes(filled, jnp.float32), sign=jnp.sign(codes).astype(jnp.float32))
-
   def latent_codes(self, latent):
     exponent = jnp.round(jnp.clip(latent.shift, self.smin, 0))
     return (jnp.sign(jnp.round(latent.sign)) * (exponent - self.smin + 1)).astype(jnp.int8)
@@ -180,19 +160,6 @@ class DeepShiftPSQuantizer(Quantizer):
 
   def project_latent(self, latent):
     return dataclasses.replace(latent, shift=jnp.clip(latent.shift, self.smin, 0))
-
-  def gradient_proxy_latent(self, latent):
-    # The gradients read only round(clip(P)) (through W) and sign(round(S)): P - smin and S + 1 in bit fields.
-    exponent = jnp.round(jnp.clip(latent.shift, self.smin, 0)).astype(jnp.int32) - self.smin
-    return pack_fields([exponent, jnp.sign(jnp.round(latent.sign)).astype(jnp.int32) + 1], self._proxy_widths)
-
-  def latent_from_proxy(self, proxy, dtype):
-    exponent, sign = unpack_fields(proxy, self._proxy_widths)
-    return DeepShiftPSLatent(shift=(exponent + self.smin).astype(dtype), sign=(sign - 1).astype(dtype), bits=self.bits)
-
-  @property
-  def _proxy_widths(self):
-    return ((-self.smin).bit_length(), 2)
 
   def latent_roles(self, latent):
     return DeepShiftPSLatent(shift="shift", sign="sign", bits=latent.bits)

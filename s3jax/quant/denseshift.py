@@ -15,8 +15,7 @@ import numpy as np
 
 from s3jax.quant.binarizers import exact_exp2, plus_minus_one, straight_through, ste_sign
 from s3jax.quant.interface import KernelFans, Quantizer, register_method
-from s3jax.quant.proxies import pack_sides, unpack_sides
-from s3jax.quant.s3 import normal_draws, shift_exponent
+from s3jax.quant.s3 import chain_for_exponent, hard_step, normal_draws, shift_exponent
 
 SUPPORTED_BITS = (2, 3, 4, 5)
 INIT_STD = 1e-3  # the released "low-variance" init
@@ -61,28 +60,16 @@ class DenseShiftQuantizer(Quantizer):
     return materialize_denseshift(latent)
 
   def latent_from_codes(self, codes, dtype):
-    # |code| - 1 = e needs t_k > 0 exactly for the last e links of the chain, as in S3's chain.
-    k, e = num_chain_links(self.bits), jnp.abs(codes).astype(jnp.int32) - 1
+    e = jnp.abs(codes).astype(jnp.int32) - 1  # |code| - 1 = e, on S3's chain
     return DenseShiftLatent(sign=plus_minus_one(codes > 0).astype(dtype),
-                            shift=tuple(plus_minus_one(i > k - e).astype(dtype) for i in range(1, k + 1)))
+                            shift=chain_for_exponent(e, num_chain_links(self.bits), dtype))
 
   def latent_codes(self, latent):
     sign = jnp.where(latent.sign >= 0, 1, -1)
-    e = jnp.zeros(latent.sign.shape, jnp.int32)
-    for t in latent.shift:
-      e = (e + 1) * (t > 0)
-    return (sign * (e + 1)).astype(jnp.int8)
+    return (sign * (shift_exponent(latent.shift, hard_step) + 1)).astype(jnp.int8)
 
   def magnitudes(self):
     return 2.0 ** np.arange(num_chain_links(self.bits) + 1)
-
-  def gradient_proxy_latent(self, latent):
-    # As S3's: the sign and steps are straight-through, so the side of zero of each latent is enough.
-    return pack_sides([latent.sign >= 0, *(t > 0 for t in latent.shift)])
-
-  def latent_from_proxy(self, proxy, dtype):
-    sign, *shift = unpack_sides(proxy, 1 + num_chain_links(self.bits), dtype)
-    return DenseShiftLatent(sign=sign, shift=tuple(shift))
 
   def latent_roles(self, latent):
     return DenseShiftLatent(sign="sign", shift=("shift",) * len(latent.shift))

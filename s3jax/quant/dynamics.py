@@ -16,8 +16,9 @@ quantization rules would choose. Signs are kept as int8, one per tracked weight.
 import jax
 import jax.numpy as jnp
 
-from s3jax.quant.interface import is_latent, quantizer, quantizer_of
-from s3jax.quant.tree import first_match, latents_with_paths, normalize_rules, path_name
+from s3jax.quant.interface import is_latent, quantizer_of
+from s3jax.quant.rules import checked_rules, first_match
+from s3jax.quant.tree import latents_with_paths, path_name
 
 FLOAT_LOW_VALUE_THRESHOLD = 0.7  # times mean |w|, per layer
 
@@ -25,18 +26,17 @@ FLOAT_LOW_VALUE_THRESHOLD = 0.7  # times mean |w|, per layer
 def tracked_weights(params, rules=None) -> list[tuple[str, object]]:
   """(path, latent or float kernel) for every weight the dynamics follow, in tree order.
 
-  A tree with latents tracks its latents. A full-precision tree tracks the kernels that `rules` would
-  quantize (rules as in `to_latents`; actions other than 'float' count as quantized).
+  A tree with latents tracks its latents. A full-precision tree tracks the kernels that `rules` (`Rule`s)
+  choose, whatever their quantizer: a float run's rules name the kernels its quantized runs quantize.
   """
   latents = latents_with_paths(params)
   if latents or rules is None:
     return latents
-  normalized = normalize_rules(rules, default=quantizer("s3"))  # any quantizer: only "chosen or not" counts
+  rules = checked_rules(rules)
   chosen = []
   for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
     name = path_name(path)
-    i = first_match(normalized, name)
-    if i is not None and normalized[i][1] is not None and getattr(leaf, "ndim", 0) >= 2:
+    if first_match(rules, name) is not None and getattr(leaf, "ndim", 0) >= 2:
       chosen.append((name, leaf))
   return chosen
 

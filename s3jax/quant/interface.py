@@ -39,7 +39,10 @@ def method_names() -> tuple[str, ...]:
 
 
 def method_class(method: str) -> type:
-  """The Quantizer subclass of `method`; a ConfigError naming the methods if there is none."""
+  """The Quantizer subclass of `method` (`FullPrecision` for 'float'); a ConfigError naming the methods if
+  there is none."""
+  if method == FullPrecision.method:
+    return FullPrecision
   if method not in _METHODS:
     raise ConfigError(f"quant.method={method!r} is unknown; use one of {method_names()} (or 'float').")
   return _METHODS[method]
@@ -114,32 +117,6 @@ class Quantizer(abc.ABC):
     """The method's constraint on the latents after each update (identity unless the method clamps)."""
     return latent
 
-  def gradient_proxy_latent(self, latent):
-    """One unsigned integer per weight (`s3jax.quant.proxies`) with all that the latent's weight and gradients
-    depend on, or None; a train step reads it instead of the latents (`s3jax.quant.tree.gradient_proxies`)."""
-    return None
-
-  def latent_from_proxy(self, proxy, dtype):
-    """A latent of `dtype` with exactly the weight and gradients of the one `proxy` was taken from."""
-    raise NotImplementedError(f"{self.method} has no gradient proxy.")
-
-  def conversion_levels(self) -> np.ndarray:
-    """The levels a float weight is converted to (`s3jax.quant.conversion`): `levels()`, less any the
-    method reaches only by accident (DeepShift-Q's 0)."""
-    return self.levels()
-
-  def converted_latent(self, codes, nonzero_codes, unscaled, magnitude: float):
-    """Latents (no scale) whose weight is `decode(codes)`, made from a float kernel divided by its scale
-    (`unscaled`): `codes` are its nearest levels, `nonzero_codes` its nearest non-zero ones (for latents
-    the codes leave free), `magnitude` the size of latents that act through their side of zero.
-    Default: `latent_from_codes` times `magnitude`."""
-    del nonzero_codes, unscaled
-    return jax.tree.map(lambda x: x * jnp.asarray(magnitude, x.dtype), self.latent_from_codes(codes, jnp.float32))
-
-  def conversion_magnitude(self, fans: KernelFans) -> float:
-    """`converted_latent`'s default magnitude: S3's random-init spread sqrt(2 / fan_out)."""
-    return math.sqrt(2.0 / fans.fan_out)
-
   # --- the interface, the same for every method ------------------------------------------------------
   def init(self, key, shape, dtype=jnp.float32):
     """Latents (a pytree) for a kernel of `shape`, wrapped in `Scaled` unless scale='none'."""
@@ -199,13 +176,37 @@ class Quantizer(abc.ABC):
     return f"{self.method} {self.bits}b" + ("" if self.scale == "none" else f" {self.scale}-scale") + through
 
 
-def quantizer(method: str, bits: int = 3, **options) -> Quantizer:
-  """The quantizer of `method` ('s3', 'denseshift', 'deepshift_q', 'deepshift_ps') at `bits`.
+@dataclasses.dataclass(frozen=True)
+class FullPrecision:
+  """Full precision, where a rule or a run could name a method: the kernel stays as it is. It answers
+  what a report, a manifest or a checkpoint's identity asks of a `Quantizer` (method, bits, scale, levels,
+  describe) and nothing that would make latents; `quantizer('float')` is the one instance,
+  `FULL_PRECISION`."""
+  method: ClassVar[str] = "float"
+  bits: ClassVar[int] = 32
+  scale: ClassVar[str] = "none"
+  config_options: ClassVar[dict[str, str]] = {}
+
+  def levels(self) -> np.ndarray:
+    return np.zeros((0,))
+
+  def describe(self) -> str:
+    return "full precision"
+
+
+FULL_PRECISION = FullPrecision()
+
+
+def quantizer(method: str, bits: int = 3, **options) -> "Quantizer | FullPrecision":
+  """The quantizer of `method` ('s3', 'denseshift', 'deepshift_q', 'deepshift_ps') at `bits`;
+  `FULL_PRECISION` for 'float' (which takes no bits or options).
 
   Options: scale ('none' | 'fixed' | 'learned'), scale_gradient ('outside' | 'through', see `Scaled`),
   layout ('auto' | 'conv' | 'dense'), dense_in_axes, and the method's own (s3: init='normal' | 'dense').
   """
   cls = method_class(method)
+  if cls is FullPrecision:
+    return FULL_PRECISION
   fields = {f.name for f in dataclasses.fields(cls)}
   unknown = sorted(set(options) - fields)
   if unknown:

@@ -3,7 +3,7 @@ options (`Quantizer.config_options`, e.g. s3's `quant.init` -> `init_scheme`).""
 import dataclasses
 
 from s3jax.errors import ConfigError
-from s3jax.quant.interface import Quantizer, method_class, method_names, quantizer
+from s3jax.quant.interface import FULL_PRECISION, FullPrecision, Quantizer, method_class, method_names, quantizer
 
 
 def method_options(method: str) -> dict[str, object]:
@@ -13,18 +13,18 @@ def method_options(method: str) -> dict[str, object]:
   return {key: defaults[field] for key, field in cls.config_options.items()}
 
 
-def quantizer_from_config(quant_config) -> Quantizer | None:
-  """The quantizer a trainer config's `quant` section names; None for 'float'. A method's own option
-  (`config_options`) set away from its default under another method would do nothing: a ConfigError."""
+def quantizer_from_config(quant_config) -> Quantizer | FullPrecision:
+  """The quantizer a trainer config's `quant` section names (FULL_PRECISION for 'float'). A method's own
+  option (`config_options`) set away from its default under another method would do nothing: a ConfigError."""
   method = quant_config.method
-  own = method_class(method).config_options if method != "float" else {}
+  own = method_class(method).config_options
   for other in method_names():
     for key, default in method_options(other).items():
       if key not in own and key in quant_config and quant_config[key] != default:
         raise ConfigError(f"quant.{key}={quant_config[key]!r} applies to quant.method={other} only; "
                           f"{method} has its own {key}.")
-  if method == "float":
-    return None
+  if method == FullPrecision.method:
+    return FULL_PRECISION
   options = {field: quant_config[key] for key, field in own.items() if key in quant_config}
   return quantizer(method, quant_config.bits, scale=quant_config.scale,
-                   scale_gradient=quant_config.get("scale_gradient", "outside"), **options)
+                   scale_gradient=quant_config.scale_gradient, **options)

@@ -17,7 +17,6 @@ import numpy as np
 from s3jax.errors import ConfigError
 from s3jax.quant.binarizers import exact_exp2, ste_sign, ste_step
 from s3jax.quant.interface import KernelFans, Quantizer, kernel_fans, register_method
-from s3jax.quant.proxies import pack_sides, unpack_sides
 
 SUPPORTED_BITS = (2, 3, 4, 5)
 INIT_SCHEMES = ("normal", "dense")
@@ -87,12 +86,24 @@ def _draw_latent(key, shape, k: int, scheme: str, std: float, dtype) -> S3Latent
   return S3Latent(sign=sign, sparse=sparse, shift=tuple(shift))
 
 
-def shift_exponent(shift) -> jax.Array | float:
-  """The chain e_K (0 when there are no shift latents), with straight-through steps."""
-  e = 0.0
+def shift_exponent(shift, step=ste_step) -> jax.Array | float:
+  """The chain e_k = (e_{k-1} + 1) * step(S_k), e_0 = 0: e_K (0 when there are no shift latents). `step`:
+  straight-through (for the weights and their gradients) or `hard_step` (integer, for the codes)."""
+  e = 0
   for s in shift:
-    e = (e + 1) * ste_step(s)
+    e = (e + 1) * step(s)
   return e
+
+
+def hard_step(s) -> jax.Array:
+  """step(s) as int32, no gradient: the chain's exponent as an integer."""
+  return (s > 0).astype(jnp.int32)
+
+
+def chain_for_exponent(exponent, k: int, dtype) -> tuple[jax.Array, ...]:
+  """Latents S_1..S_k (+-1) whose chain gives `exponent` (0..k) exactly: e = j needs S_i > 0 exactly for
+  the last j links (i > k - j), and S_{k-j} <= 0."""
+  return tuple(jnp.where(i > k - exponent, 1, -1).astype(dtype) for i in range(1, k + 1))
 
 
 def materialize_s3(latent: S3Latent) -> jax.Array:
@@ -107,10 +118,7 @@ def s3_codes(latent: S3Latent) -> jax.Array:
   """int8 level codes: 0 for 0, ±(k+1) for ±2**k."""
   sign = jnp.where(latent.sign >= 0, 1, -1)
   nonzero = latent.sparse > 0
-  e = jnp.zeros(latent.shape, jnp.int32)
-  for s in latent.shift:
-    e = (e + 1) * (s > 0)
-  return (sign * nonzero * (e + 1)).astype(jnp.int8)
+  return (sign * nonzero * (shift_exponent(latent.shift, hard_step) + 1)).astype(jnp.int8)
 
 
 def from_codes(codes, bits: int, dtype=jnp.float32) -> S3Latent:
@@ -125,9 +133,7 @@ def from_codes(codes, bits: int, dtype=jnp.float32) -> S3Latent:
   def pm1(cond):
     return jnp.where(cond, 1, -1).astype(dtype)
 
-  # e = j needs S_k > 0 exactly for the last j links of the chain (k > K - j) and S_{K-j} <= 0.
-  shift = tuple(pm1(idx > k - exponent) for idx in range(1, k + 1))
-  return S3Latent(sign=pm1(codes >= 0), sparse=pm1(level > 0), shift=shift)
+  return S3Latent(sign=pm1(codes >= 0), sparse=pm1(level > 0), shift=chain_for_exponent(exponent, k, dtype))
 
 
 def level_values(bits: int) -> np.ndarray:
@@ -170,23 +176,6 @@ class S3Quantizer(Quantizer):
 
   def latent_codes(self, latent):
     return s3_codes(latent)
-
-  def converted_latent(self, codes, nonzero_codes, unscaled, magnitude):
-    # Where the code is 0 the sign and shift latents are free: they take the float weight's sign and its
-    # nearest non-zero level, so that a weight the sparse latent turns on starts there.
-    filled = jnp.where(codes == 0, nonzero_codes, codes)
-    pattern, m = from_codes(filled, self.bits, jnp.float32), jnp.float32(magnitude)
-    return S3Latent(sign=pattern.sign * m, sparse=jnp.where(codes != 0, m, -m),
-                    shift=tuple(s * m for s in pattern.shift))
-
-  def gradient_proxy_latent(self, latent):
-    # The straight-through sign and steps pass gradients through unchanged, so only which side of zero
-    # each latent lies on matters: ±1 reproduces sgn and step exactly (sgn(0) = +1, step(0) = 0).
-    return pack_sides([latent.sign >= 0, latent.sparse > 0, *(s > 0 for s in latent.shift)])
-
-  def latent_from_proxy(self, proxy, dtype):
-    sign, sparse, *shift = unpack_sides(proxy, 2 + num_shift_latents(self.bits), dtype)
-    return S3Latent(sign=sign, sparse=sparse, shift=tuple(shift))
 
   def magnitudes(self):
     return 2.0 ** np.arange(num_shift_latents(self.bits) + 1)

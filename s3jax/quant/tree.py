@@ -1,18 +1,10 @@
 """Turn chosen kernels of any params pytree (e.g. a Flax `params` dict) into latents of any method, and back.
 
-Layers are chosen by regex rules on the '/'-joined param path, e.g. 'stage1_block0/conv1/kernel'.
-A rule is `(pattern, action)`:
-- a `Quantizer` (from `s3jax.quant.quantizer`): quantize with it;
-- a method name such as 's3' or 'denseshift': that method at the call's bit width (the call's `quantizer`
-  if it is of that method);
-- None or 'float': keep full precision.
-A bare pattern string quantizes with the call's default quantizer. The first rule whose pattern
-`re.fullmatch`es a path wins (the qwix convention); paths no rule matches stay float. A rule that matches
-no path is an error.
+Kernels are chosen by `Rule`s (`s3jax.quant.rules`): a regex on the '/'-joined param path, e.g.
+'stage1_block0/conv1/kernel', and the quantizer (or FULL_PRECISION) the kernels it matches get.
 """
 import dataclasses
 import os
-import re
 import sys
 import warnings
 import zlib
@@ -22,52 +14,20 @@ import jax
 import jax.numpy as jnp
 
 from s3jax.errors import ConfigError, LayoutError
-from s3jax.quant.interface import Quantizer, is_latent, method_names, project, quantizer_of
-from s3jax.quant.interface import quantizer as make_quantizer
+from s3jax.quant.interface import is_latent, project, quantizer_of
 from s3jax.quant.interface import materialize as materialize_latent
+from s3jax.quant.proxies import gradient_proxy, latent_from_proxy
 from s3jax.quant.banks import Banked, materialize_banked
 from s3jax.quant.layout import layout_for
+from s3jax.quant.rules import Rule, checked_rules, first_match
 from s3jax.quant.scaled import Scaled
 
-# The s3jax ResNets name their residual blocks 'stage<i>_block<j>' and the stem/head 'stem_conv'/'head':
-# quantize every conv kernel in the stages (downsample 1x1 convs included); stem, BN and head stay float.
-DEFAULT_RESNET_RULES = (r"stage\d+_block\d+/.*conv.*/kernel",)
-
-FLOAT = "float"
+FLOAT_ROLE = "float"  # the role of an ordinary (not quantized) parameter
 
 
 def path_name(path) -> str:
   """'a/b/kernel' for a jax key path."""
   return jax.tree_util.keystr(path, simple=True, separator="/")
-
-
-def normalize_rules(rules, default: Quantizer) -> tuple[tuple[str, Quantizer | None], ...]:
-  """Validates rules and returns them as ((pattern, quantizer or None), ...)."""
-  if isinstance(rules, str):
-    rules = (rules,)
-  out = []
-  for rule in rules:
-    pattern, action = (rule, default) if isinstance(rule, str) else tuple(rule)
-    if action is None or action == FLOAT:
-      action = None
-    elif isinstance(action, str):
-      if action not in method_names():
-        raise ConfigError(f"Rule {pattern!r} has action {action!r}; use a quantizer, one of "
-                          f"{method_names()}, or 'float'.")
-      action = default if action == default.method else make_quantizer(action, default.bits)
-    elif not isinstance(action, Quantizer):
-      raise ConfigError(f"Rule {pattern!r} has action {action!r}; use a quantizer, a method name or 'float'.")
-    try:
-      re.compile(pattern)
-    except re.error as err:
-      raise ConfigError(f"Rule pattern {pattern!r} is not a valid regex: {err}.") from None
-    out.append((pattern, action))
-  return tuple(out)
-
-
-def first_match(rules, name: str) -> int | None:
-  """Index of the first normalized rule whose pattern `re.fullmatch`es `name` (None if none does)."""
-  return next((i for i, (pattern, _) in enumerate(rules) if re.fullmatch(pattern, name)), None)
 
 
 def _leaf_key(key, path: str):
@@ -97,11 +57,11 @@ def latent_dtype(dtype, path: str):
   return dtype
 
 
-def map_kernels(params, rules, default: Quantizer, fn):
+def map_kernels(params, rules: Sequence[Rule], fn):
   """Replaces each leaf that `rules` choose for a quantizer `q` by `fn(name, leaf, q)`, where `q` has the
-  kernel's layout settled (`layout_for`); other leaves pass through. A kernel whose layout cannot be
-  settled is a ConfigError naming its path."""
-  rules = normalize_rules(rules, default)
+  kernel's layout settled (`layout_for`); other leaves (and those of FULL_PRECISION rules) pass through.
+  A kernel whose layout cannot be settled is a ConfigError naming its path."""
+  rules = checked_rules(rules)
   used = [False] * len(rules)
 
   def convert(path, leaf):
@@ -110,8 +70,8 @@ def map_kernels(params, rules, default: Quantizer, fn):
     if i is None:
       return leaf
     used[i] = True
-    pattern, q = rules[i]
-    if q is None:
+    pattern, q = rules[i].pattern, rules[i].quantizer
+    if not rules[i].quantizes:
       return leaf
     if getattr(leaf, "ndim", 0) < 2:
       raise ConfigError(f"Rule {pattern!r} chose {name} of shape {leaf.shape}; only kernels "
@@ -125,26 +85,23 @@ def map_kernels(params, rules, default: Quantizer, fn):
       raise ConfigError(f"{name}: {err} Use a rule (pattern, quantizer(..., layout=...)) for it.") from None
 
   out = jax.tree_util.tree_map_with_path(convert, params)
-  unused = [pattern for (pattern, _), hit in zip(rules, used) if not hit]
+  unused = [rule.pattern for rule, hit in zip(rules, used) if not hit]
   if unused:
     raise ConfigError(f"Quantization rule(s) {unused} matched no parameter path; "
                       f"paths look like {_example_paths(params)}.")
   return out
 
 
-def to_latents(params, rules: Sequence = DEFAULT_RESNET_RULES, key=None, bits: int = 3,
-               scheme: str = "normal", quantizer: Quantizer | None = None):
+def to_latents(params, rules: Sequence[Rule], key):
   """Replaces the kernels chosen by `rules` with freshly initialised latents of their quantizer.
 
-  `quantizer` is the default for bare patterns (S3 at `bits` with init `scheme` when None). The original
-  values of chosen kernels are discarded: every method trains from its own random init (to start from
-  them instead, see `s3jax.quant.conversion`). Latents are float32 (or float64) even when the kernel is
-  bfloat16, with a warning. Returns a tree of the same structure.
+  The original values of chosen kernels are discarded: every method trains from its own random init (to
+  start from them instead, see `s3jax.quant.conversion`). Latents are float32 (or float64) even when the
+  kernel is bfloat16, with a warning. Returns a tree of the same structure.
   """
   if key is None:
     raise ConfigError("to_latents needs a PRNG key, e.g. jax.random.key(0).")
-  default = quantizer or make_quantizer("s3", bits, init_scheme=scheme)
-  return map_kernels(params, rules, default, lambda name, leaf, q: q.init(
+  return map_kernels(params, rules, lambda name, leaf, q: q.init(
       _leaf_key(key, name), leaf.shape, latent_dtype(leaf.dtype, name)))
 
 
@@ -166,14 +123,14 @@ def project_tree(tree):
 
 
 def gradient_proxies(tree):
-  """Each latent replaced by its method's gradient proxy (`Quantizer.gradient_proxy_latent`, a `Scaled`
+  """Each latent replaced by its method's gradient proxy (`s3jax.quant.proxies.gradient_proxy`, a `Scaled`
   keeping its scale) where it has one, the latent itself where not: all that `proxy_pullback` and the
   weights need of the latents, in 1-2 bytes a weight instead of 4 per latent."""
 
   def proxy(x):
     if not is_latent(x):
       return x
-    packed = quantizer_of(x).gradient_proxy_latent(_unscaled(x))
+    packed = gradient_proxy(quantizer_of(x), _unscaled(x))
     return x if packed is None else _rescaled(x, packed)
 
   return jax.tree.map(proxy, tree, is_leaf=is_latent)
@@ -186,7 +143,7 @@ def proxy_floats(proxies, like):
     if not is_latent(x) or jax.tree.structure(p) == jax.tree.structure(x):
       return p  # an ordinary parameter, or a latent of a method without a proxy
     dtype = jax.tree.leaves(_unscaled(x))[0].dtype
-    return _rescaled(p, quantizer_of(x).latent_from_proxy(_unscaled(p), dtype))
+    return _rescaled(p, latent_from_proxy(quantizer_of(x), _unscaled(p), dtype))
 
   return jax.tree.map(floats, like, proxies, is_leaf=is_latent)
 
@@ -232,7 +189,7 @@ def role_tree(tree):
 
   Built from structure only, so it is the same for params, gradients, updates and abstract shapes.
   """
-  return jax.tree.map(lambda x: quantizer_of(x).roles(x) if is_latent(x) else FLOAT, tree,
+  return jax.tree.map(lambda x: quantizer_of(x).roles(x) if is_latent(x) else FLOAT_ROLE, tree,
                       is_leaf=is_latent)
 
 

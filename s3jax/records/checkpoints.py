@@ -53,13 +53,6 @@ def _save_failure_reason(err: Exception) -> str:
   return f"{reason.lower()}" + (f" writing {path.group(1).rstrip(':')}" if path else "")
 
 
-def quant_identity(config) -> dict:
-  """What a checkpoint records of the method, so that another method or bit width cannot resume it."""
-  if config.quant.method == "float":
-    return {"method": "float"}
-  return {"method": config.quant.method, "bits": int(config.quant.bits), "scale": config.quant.scale}
-
-
 def _single_replica_saves_on_cpu():
   """On CPU, each array is written whole from one replica. Orbax's default splits a replicated array
   among its replicas to write the parts in parallel, which pays on many accelerators; CPU devices share one

@@ -44,7 +44,8 @@ def prepare(workdir: str):
 
 
 def _flat(config_json: str) -> dict:
-  return traverse_util.flatten_dict(json.loads(config_json), sep=".")
+  flat = traverse_util.flatten_dict(json.loads(config_json), sep=".")
+  return {k: None if k in UNSET_AS_ZERO and v == 0 else v for k, v in flat.items()}
 
 
 def config_changes(workdir: str, config) -> str:
@@ -75,6 +76,9 @@ def record_config(workdir: str, config, start_step: int, changed: str):
   path.write_text(config.to_json_best_effort(indent=2, sort_keys=True))
 
 
+UNSET_AS_ZERO = ("total_steps", "eval_every_steps")
+
+
 def read_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a workdir was trained with (its config.json); keys added to s3jax since take their
   defaults."""
@@ -85,6 +89,9 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     saved = json.loads(path.read_text())
   except ValueError as err:
     raise ConfigError(f"{path} is not valid JSON ({err}); pass the training config with --config.") from None
+  for key in UNSET_AS_ZERO:  # written as 0 for "not set" before s3jax 0.4
+    if isinstance(saved, dict) and saved.get(key) == 0:
+      saved[key] = None
   config = base_config()
   try:
     config.update(saved)

@@ -71,7 +71,7 @@ def method_option_values(config: dict) -> list[str]:
   quant = config["quant"]
   if quant["method"] not in method_names():
     return []
-  return [str(quant.get(key, default)) for key, default in method_options(quant["method"]).items()]
+  return [str(quant[key]) for key in method_options(quant["method"])]
 
 
 def run_label(config: dict) -> str:
@@ -86,9 +86,9 @@ def run_label(config: dict) -> str:
   parts = [quant["method"], f"{quant['bits']}b", *method_option_values(config)]
   if quant["scale"] != "none":
     parts.append(f"{quant['scale']}-scale")
-    if quant.get("scale_gradient", "outside") != "outside":
+    if quant["scale_gradient"] != "outside":
       parts.append(f"gradient-{quant['scale_gradient']}")
-  if config.get("init_from"):
+  if config["init_from"]:
     parts.append("from-float")
   return " ".join(parts + [seed])
 

@@ -16,6 +16,7 @@ def model_size(config: dict, workdir: str) -> dict:
 
   from s3jax import data, quant
   from s3jax.models import create_model
+  from s3jax.records.resolved import resolve_run
   from s3jax.records.variables import abstract_variables
 
   cfg = ml_collections.ConfigDict(config)
@@ -25,7 +26,7 @@ def model_size(config: dict, workdir: str) -> dict:
       return {}
     record = {"num_classes": cfg.num_classes, "input": {"shape": data.input_shape(cfg)}}
   model = create_model(cfg.model, record["num_classes"])
-  params, _ = abstract_variables(cfg, model, record["input"]["shape"])
+  params, _ = abstract_variables(resolve_run(cfg), model, record["input"]["shape"])
   bits = quant.storage_bits(params)
   count = bits["quantized_weights"] + bits["float_params"]
   stored = (bits["quantized_bits"] + bits["float_bits"]) / 8

@@ -14,21 +14,15 @@ import jax
 from absl import logging
 from etils import epath
 
-from s3jax import quant
 from s3jax.errors import ConfigError
 from s3jax.quant.conversion import convert_to_latents
 from s3jax.records import checkpoints
 from s3jax.records.checkpoint_reading import read_variables
+from s3jax.records.resolved import ResolvedRun
 from s3jax.records.variables import abstract_variables_on_one_device
 
 _MISMATCH = ("set --config.model (and num_classes) to those of the float model, or check the model's input "
              "shape")
-
-
-def _float_config(config):
-  float_config = config.copy_and_resolve_references()
-  float_config.quant.method = "float"
-  return float_config
 
 
 def _is_pytree_checkpoint(path: epath.Path) -> bool:
@@ -66,18 +60,14 @@ def read_float_variables(path: str, abstract: dict) -> tuple[dict, str]:
   return variables, os.fspath(item)
 
 
-def converted_variables(config, model, input_shape) -> tuple[dict, dict]:
-  """(params, batch_stats) of `config.init_from`, converted to `config.quant` (kept as they are for
-  quant.method=float), on the host."""
-  abstract = abstract_variables_on_one_device(_float_config(config), model, input_shape)
-  variables, where = read_float_variables(config.init_from, abstract)
+def converted_variables(run: ResolvedRun, model, input_shape) -> tuple[dict, dict]:
+  """(params, batch_stats) of `run.config.init_from`, converted by `run.rules` (kept as they are where the
+  rules are full precision), on the host."""
+  abstract = abstract_variables_on_one_device(run.in_full_precision(), model, input_shape)
+  variables, where = read_float_variables(run.config.init_from, abstract)
   params, batch_stats = jax.device_get((variables["params"], variables["batch_stats"]))
-  quantizer = quant.quantizer_from_config(config.quant)
-  logging.info("Starting from the float model in %s%s.", where,
-               f", converted to {quantizer.describe()}" if quantizer else "")
-  if quantizer is None:
-    return params, batch_stats
-  params, batch_stats = convert_to_latents(params, batch_stats, config.quant.rules, quantizer=quantizer,
-                                           latent_scale=config.quant.get("convert_latent_scale", 1.0),
+  logging.info("Starting from the float model in %s, as %s.", where, run.quantizer.describe())
+  params, batch_stats = convert_to_latents(params, batch_stats, run.rules,
+                                           latent_scale=run.config.quant.convert_latent_scale,
                                            log=lambda line: logging.info("  converted %s", line))
   return jax.device_get((params, batch_stats))

@@ -7,14 +7,13 @@ import time
 import jax
 from absl import logging
 
-from s3jax import data, quant
-from s3jax.config import validate_config
+from s3jax import data
 from s3jax.errors import ConfigError
 from s3jax.models import create_model
 from s3jax.records import checkpoints, workdir_files
+from s3jax.records.resolved import ResolvedRun, resolve_run
 from s3jax.records.variables import run_init_program
 from s3jax.training import init_from, sharding
-from s3jax.training.durations import Durations
 from s3jax.training.evaluation import evaluate, format_eval, make_weight_statistics
 from s3jax.training.guards import NonFiniteGuard, Preempted, PreemptionWatch
 from s3jax.training.metrics import MetricWriter
@@ -35,14 +34,14 @@ def jit_eval_step(model, mesh):
                  out_shardings=sharding.replicated(mesh))
 
 
-def start_from(config, model, input_shape, tx, abstract_state, mesh):
-  """The step-0 state of `config.init_from` (a float model, converted), replicated over `mesh`."""
-  params, batch_stats = init_from.converted_variables(config, model, input_shape)
+def start_from(run: ResolvedRun, model, input_shape, tx, abstract_state, mesh):
+  """The step-0 state of `run.config.init_from` (a float model, converted), replicated over `mesh`."""
+  params, batch_stats = init_from.converted_variables(run, model, input_shape)
   expected = (abstract_state.params, abstract_state.batch_stats)
   if jax.tree.structure((params, batch_stats)) != jax.tree.structure(expected):
-    raise ConfigError(f"the model converted from init_from={config.init_from!r} does not have the structure "
-                      "of a fresh run of this config (quant.rules choose other kernels?).")
-  start = jax.jit(functools.partial(state_from_variables, config, tx), out_shardings=sharding.replicated(mesh))
+    raise ConfigError(f"the model converted from init_from={run.config.init_from!r} does not have the "
+                      "structure of a fresh run of this config (quant.rules choose other kernels?).")
+  start = jax.jit(functools.partial(state_from_variables, run, tx), out_shardings=sharding.replicated(mesh))
   return start(params, batch_stats)
 
 
@@ -56,8 +55,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   Raises ConfigError (bad config or data), TrainingStopped (non-finite loss) or Preempted (SIGTERM;
   a checkpoint was saved).
   """
-  validate_config(config, jax.device_count())
-  quantizer = quant.quantizer_from_config(config.quant)
+  run = resolve_run(config, jax.device_count())
   mesh = sharding.make_data_mesh()
   is_writer = jax.process_index() == 0
   if is_writer:
@@ -69,18 +67,19 @@ def train_and_evaluate(config, workdir: str) -> dict:
     raise ConfigError(f"num_classes={config.num_classes} but {config.data.name} has "
                       f"{dataset.num_classes} classes; set --config.num_classes={dataset.num_classes}.")
   model = create_model(config.model, dataset.num_classes, config.half_precision)
-  durations = Durations.from_config(config, dataset.steps_per_epoch)
-  init, tx, schedule = jitted_initializer(config, model, dataset.image_shape, durations.steps_per_epoch, mesh)
+  run = run.with_durations(dataset.steps_per_epoch)
+  durations = run.durations
+  init, tx, schedule = jitted_initializer(run, model, dataset.image_shape, mesh)
   key = jax.random.key(config.seed)
 
   store = checkpoints.CheckpointStore(os.path.join(workdir, workdir_files.CHECKPOINTS), config.keep_checkpoints,
-                                        identity={"quant": checkpoints.quant_identity(config)})
+                                      identity=run.identity)
   changed = workdir_files.config_changes(workdir, config)
   abstract_state = init.trace(key).out_info
   state = store.restore(abstract_state, changed)
   converted = state is None and bool(config.init_from)
   if converted:
-    state = start_from(config, model, dataset.image_shape, tx, abstract_state, mesh)
+    state = start_from(run, model, dataset.image_shape, tx, abstract_state, mesh)
   elif state is None:  # a fresh start; a resume never holds the initial state beside the restored one
     state = run_init_program(init, key)
   elif config.init_from:
@@ -94,12 +93,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   state, per_layer = state_for_training(config, state, mesh)  # checkpoints always hold the per-layer state
   train_step = jit_train_step(model, tx, schedule, mesh)
-  weight_statistics = make_weight_statistics(config.quant.rules, mesh)
+  weight_statistics = make_weight_statistics(run.rules, mesh)
   eval_step = jit_eval_step(model, mesh)
 
   logging.info("Training %s (%s) on %s from step %d: %d steps, %d per epoch, global batch %d on "
                "%d devices (%d processes).", config.model,
-               quantizer.describe() if quantizer else "full precision", config.data.name,
+               run.quantizer.describe(), config.data.name,
                start_step, durations.total, durations.steps_per_epoch, config.batch_size, jax.device_count(),
                jax.process_count())
   logging.info("Data: %s, %d classes, %d train and %d eval examples, image shape %s.", config.data.name,

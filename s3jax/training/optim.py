@@ -10,8 +10,8 @@ import optax
 from s3jax.errors import ConfigError
 from s3jax.quant import dense_weight_penalty
 from s3jax.quant.interface import LATENT_ROLES
-from s3jax.quant.tree import role_mask, sparse_mask
-from s3jax.training.durations import Durations
+from s3jax.quant.tree import FLOAT_ROLE, role_mask, sparse_mask
+from s3jax.records.resolved import Durations, ResolvedRun
 
 SCHEDULES = ("cosine_epoch", "cosine", "constant")
 OPTIMIZERS = ("sgd", "radam")
@@ -35,15 +35,14 @@ def cosine_epoch_schedule(base_lr: float, steps_per_epoch: int, num_epochs: int)
   return schedule
 
 
-def make_schedule(config, steps_per_epoch: int):
+def make_schedule(config, durations: Durations):
   """The learning-rate schedule (a function of the step) named by `config.optim.schedule`."""
   name = config.optim.schedule
   if name not in SCHEDULES:
     raise ConfigError(f"optim.schedule={name!r} is unknown; use one of {SCHEDULES}.")
   base = scaled_base_lr(config)
-  durations = Durations.from_config(config, steps_per_epoch)
   if name == "cosine_epoch":
-    main = cosine_epoch_schedule(base, steps_per_epoch, durations.schedule_epochs)
+    main = cosine_epoch_schedule(base, durations.steps_per_epoch, durations.schedule_epochs)
   elif name == "cosine":
     main = optax.cosine_decay_schedule(base, durations.after_warmup)
   else:
@@ -53,8 +52,9 @@ def make_schedule(config, steps_per_epoch: int):
   return optax.join_schedules([optax.linear_schedule(0.0, base, durations.warmup), main], [durations.warmup])
 
 
-def make_optimizer(config, params, steps_per_epoch: int):
-  """Returns `(tx, schedule)`: the optax chain and its learning-rate schedule.
+def make_optimizer(run: ResolvedRun, params):
+  """Returns `(tx, schedule)`: the optax chain and its learning-rate schedule, for `run` (resolved with
+  its durations: `s3jax.records.resolved.resolve_run(config, steps_per_epoch=...)`).
 
   Chain order matters: the dense penalty's gradient goes in first, so weight decay and momentum treat it
   exactly as if `alpha * dense_penalty` had been added to the loss. Weight decay is coupled (added to the
@@ -63,15 +63,19 @@ def make_optimizer(config, params, steps_per_epoch: int):
   `optim.latent_weight_decay=False`, the latents. Every mask comes from the tree's structure.
   After `apply_updates`, call `s3jax.quant.project_tree` (DeepShift's clamps).
   """
-  schedule = make_schedule(config, steps_per_epoch)
-  name = config.optim.get("optimizer", "sgd")
+  config = run.config
+  if run.durations is None:
+    raise ConfigError("make_optimizer needs the run's durations; resolve it with steps_per_epoch "
+                      "(s3jax.records.resolved.resolve_run(config, steps_per_epoch=...)).")
+  schedule = make_schedule(config, run.durations)
+  name = config.optim.optimizer
   if name not in OPTIMIZERS:
     raise ConfigError(f"optim.optimizer={name!r} is unknown; use one of {OPTIMIZERS}.")
   parts = []
   if config.quant.dense_penalty > 0 and any(jax.tree.leaves(sparse_mask(params))):
     parts.append(dense_weight_penalty(config.quant.dense_penalty))
   if config.optim.weight_decay > 0:
-    decayed = ("float",) + (DECAYED_LATENT_ROLES if config.optim.get("latent_weight_decay", True) else ())
+    decayed = (FLOAT_ROLE,) + (DECAYED_LATENT_ROLES if config.optim.latent_weight_decay else ())
     # A function of the tree it is given, so that one chain serves per-layer and banked latents.
     parts.append(optax.add_decayed_weights(config.optim.weight_decay, lambda tree: role_mask(tree, decayed)))
   if name == "radam":

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from s3jax.config import latent_banking
 from s3jax.quant.banks import Banked, bank_tree, map_banked_subtrees, unbank_tree
+from s3jax.records.resolved import ResolvedRun
 from s3jax.records.variables import abstract_variables, init_variables, run_init_program
 from s3jax.training import sharding
 from s3jax.training.optim import make_optimizer
@@ -25,29 +26,30 @@ class TrainState:
   signs_step: Any = 0  # the step those signs were taken at
 
 
-def jitted_initializer(config, model, input_shape, steps_per_epoch: int, mesh):
+def jitted_initializer(run: ResolvedRun, model, input_shape, mesh):
   """(init, tx, schedule): `init(key)` is the initial state, replicated over `mesh`. jit caches its trace,
   so `init.trace(key).out_info` (the state's shapes: a restore target) and `init(key)` trace it once."""
-  abstract_params, _ = abstract_variables(config, model, input_shape)
-  tx, schedule = make_optimizer(config, abstract_params, steps_per_epoch)
+  abstract_params, _ = abstract_variables(run, model, input_shape)
+  tx, schedule = make_optimizer(run, abstract_params)
 
   def init_state(key):
-    return state_from_variables(config, tx, *init_variables(config, model, input_shape, key))
+    return state_from_variables(run, tx, *init_variables(run, model, input_shape, key))
 
   return jax.jit(init_state, out_shardings=sharding.replicated(mesh)), tx, schedule
 
 
-def state_from_variables(config, tx, params, batch_stats) -> TrainState:
+def state_from_variables(run: ResolvedRun, tx, params, batch_stats) -> TrainState:
   """The state at step 0 with these variables and a fresh optimizer state."""
-  signs = tracked_signs(tracked_weights(params, config.quant.rules))
+  signs = tracked_signs(tracked_weights(params, run.rules))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                     opt_state=tx.init(params), signs=signs, signs_step=jnp.zeros((), jnp.int32))
 
 
-def create_train_state(config, model, input_shape, steps_per_epoch: int, mesh):
-  """The initial state, replicated over `mesh`, and the optimizer's (tx, schedule)."""
-  init, tx, schedule = jitted_initializer(config, model, input_shape, steps_per_epoch, mesh)
-  return run_init_program(init, jax.random.key(config.seed)), tx, schedule
+def create_train_state(run: ResolvedRun, model, input_shape, mesh):
+  """The initial state of `run` (resolved with its durations), replicated over `mesh`, and the
+  optimizer's (tx, schedule)."""
+  init, tx, schedule = jitted_initializer(run, model, input_shape, mesh)
+  return run_init_program(init, jax.random.key(run.config.seed)), tx, schedule
 
 
 def banked_state(state: TrainState, max_size: int | None = None) -> TrainState:

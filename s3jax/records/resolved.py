@@ -1,0 +1,82 @@
+"""A run's settings, resolved once from its config: the quantizer, the rules, the durations in steps and
+the identity its checkpoints record. The trainer, init_from and every tool that reads a workdir take this
+value instead of working a setting out again from the config."""
+import dataclasses
+import math
+
+import ml_collections
+
+from s3jax import quant
+from s3jax.config import validate_config
+
+
+@dataclasses.dataclass(frozen=True)
+class Durations:
+  """A run's lengths and intervals, in steps."""
+  steps_per_epoch: int
+  total: int             # config.total_steps when set, else config.num_epochs epochs
+  warmup: int            # optim.warmup_epochs, rounded to steps
+  log_every: int
+  eval_every: int        # config.eval_every_steps when set, else once per epoch
+  checkpoint_every: int
+
+  @classmethod
+  def from_config(cls, config, steps_per_epoch: int) -> "Durations":
+    total = config.total_steps if config.total_steps is not None else int(config.num_epochs * steps_per_epoch)
+    every = config.eval_every_steps
+    return cls(steps_per_epoch=steps_per_epoch, total=int(total),
+               warmup=int(round(config.optim.warmup_epochs * steps_per_epoch)),
+               log_every=int(config.log_every_steps), eval_every=int(every) if every is not None else steps_per_epoch,
+               checkpoint_every=int(config.checkpoint_every_steps))
+
+  @property
+  def after_warmup(self) -> int:
+    """Steps of the main schedule (at least one)."""
+    return max(self.total - self.warmup, 1)
+
+  @property
+  def schedule_epochs(self) -> int:
+    """Epochs the per-epoch cosine spans after warm-up (at least one)."""
+    return max(math.ceil(self.after_warmup / self.steps_per_epoch), 1)
+
+  def due(self, step: int, every: int) -> bool:
+    """At every `every`-th step, and at the last one."""
+    return step % every == 0 or step == self.total
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ResolvedRun:
+  """What a config means, worked out once. `durations` is None until the data's epoch length is known
+  (`with_durations`); the tools that read a checkpoint need none."""
+  config: ml_collections.ConfigDict
+  quantizer: quant.Quantizer | quant.FullPrecision
+  rules: tuple[quant.Rule, ...]
+  durations: Durations | None = None
+
+  @property
+  def identity(self) -> dict:
+    """What each checkpoint records of the method, so that another method or bit width cannot resume it."""
+    q = self.quantizer
+    if not isinstance(q, quant.Quantizer):
+      return {"quant": {"method": q.method}}
+    return {"quant": {"method": q.method, "bits": int(q.bits), "scale": q.scale}}
+
+  def with_durations(self, steps_per_epoch: int) -> "ResolvedRun":
+    return dataclasses.replace(self, durations=Durations.from_config(self.config, steps_per_epoch))
+
+  def in_full_precision(self) -> "ResolvedRun":
+    """The same run as a float model: what `init_from` reads before converting it."""
+    return dataclasses.replace(self, quantizer=quant.FULL_PRECISION,
+                               rules=quant.rules_for([r.pattern for r in self.rules], quant.FULL_PRECISION))
+
+
+def resolve_run(config, device_count: int | None = None, steps_per_epoch: int | None = None) -> ResolvedRun:
+  """The run `config` describes, its plain values checked first (`validate_config`; the batch against
+  `device_count` where given). `quant.rules` () takes the model's own patterns."""
+  from s3jax.models import default_quant_patterns  # Flax loads here, not on `import s3jax`
+  validate_config(config, device_count)
+  quantizer = quant.quantizer_from_config(config.quant)
+  rules = config.quant.rules
+  patterns = ((rules,) if isinstance(rules, str) else tuple(rules)) or default_quant_patterns(config.model)
+  run = ResolvedRun(config, quantizer, quant.rules_for(patterns, quantizer))
+  return run if steps_per_epoch is None else run.with_durations(steps_per_epoch)
