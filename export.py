@@ -2,6 +2,7 @@ r"""Exports a trained shift network at its bit width: bit-packed codes, float pa
 
   python export.py --workdir=/tmp/s3_mnist --output=/tmp/s3_mnist_export
   python export.py --workdir=/tmp/s3_mnist --output=/tmp/export_200 --step=200
+  python export.py --workdir=/tmp/s3_mnist --output=/tmp/s3_lite --litert=float,dynamic_int8 --litert_batch=1,32
 
 Reads the workdir's config.json and its latest checkpoint (or --step), parameters only. The layout is in
 docs/export.md; load it back with `s3jax.deploy.export_format.load(DIR)`.
@@ -13,6 +14,10 @@ _OUTPUT = flags.DEFINE_string("output", None, "A new or empty directory for the 
 _STEP = flags.DEFINE_integer("step", None, "The checkpoint step to export (default: the latest).")
 _STABLEHLO = flags.DEFINE_bool("stablehlo", True, "Also write model.stablehlo (the plain path, weights baked "
                                "in), which runs with only jax installed.")
+_LITERT = flags.DEFINE_list("litert", [], "LiteRT files to add, one per mode and batch: float (float "
+                            "activations), dynamic_int8 (int8 activations at run time); the weights as int4/int8 "
+                            "levels. Needs `pip install --no-deps -r requirements-litert.txt`.")
+_LITERT_BATCH = flags.DEFINE_list("litert_batch", ["1"], "The batch sizes of the LiteRT files (one file each).")
 flags.mark_flags_as_required(["workdir", "output"])
 
 
@@ -24,8 +29,14 @@ def main(argv):
   del argv
   from s3jax.cli import exit_on_interrupt
   from s3jax.deploy.from_workdir import export_checkpoint, progress_note
+  from s3jax.errors import ConfigError
+  try:
+    batches = [int(b) for b in _LITERT_BATCH.value]
+  except ValueError:
+    raise ConfigError(f"--litert_batch={','.join(_LITERT_BATCH.value)} must list integers, e.g. 1,32.") from None
   with exit_on_interrupt(f"nothing was written to {_OUTPUT.value}; rerun the same command"):
-    manifest = export_checkpoint(_WORKDIR.value, _OUTPUT.value, _STEP.value, _STABLEHLO.value)
+    manifest = export_checkpoint(_WORKDIR.value, _OUTPUT.value, _STEP.value, _STABLEHLO.value, _LITERT.value,
+                                 batches)
   sizes = manifest["sizes"]
   method = "full precision" if manifest["method"] == "float" else f"{manifest['method']} {manifest['bits']}-bit"
   print(f"exported {manifest['model']} ({method}) at step {manifest['step']} to {_OUTPUT.value}")
@@ -38,6 +49,9 @@ def main(argv):
     print(f"quantized kernels: {sizes['quantized_weights']:,} weights, "
           f"{_mb(4 * sizes['quantized_weights'])} as float32 -> {_mb(sizes['quantized_bytes'])} packed "
           f"({sizes['quantized_ratio']:.2f}x)")
+  for entry in manifest.get("litert", {}).values():
+    print(f"LiteRT {entry['mode']} at batch {entry['batch']}: {entry['file']} {_mb(entry['bytes'])}, weights as "
+          f"{' and '.join(entry['weight_types']) or 'float32'}")
 
 
 if __name__ == "__main__":

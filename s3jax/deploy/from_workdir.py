@@ -25,7 +25,7 @@ from s3jax.records.eval_program import jit_eval_logits
 from s3jax.records.resolved import resolve_run
 from s3jax.records.variables import abstract_variables_on_one_device
 
-PATHS = ("plain", "shift_add", "stablehlo")
+PATHS = ("plain", "shift_add", "stablehlo", "litert")
 
 
 def model_input(config, workdir: str, dataset=None) -> dict:
@@ -58,8 +58,13 @@ def restore_variables(config, workdir: str, step: int | None = None, spec: dict 
   return model, variables, step, spec
 
 
-def export_checkpoint(workdir: str, output: str, step: int | None = None, stablehlo: bool = True) -> dict:
-  """Writes the checkpoint of `workdir` (latest, or `step`) into `output`; returns the manifest."""
+def export_checkpoint(workdir: str, output: str, step: int | None = None, stablehlo: bool = True,
+                      litert_modes=(), litert_batches=(1,)) -> dict:
+  """Writes the checkpoint of `workdir` (latest, or `step`) into `output`; returns the manifest. With
+  `litert_modes` (of `s3jax.deploy.litert.MODES`), one LiteRT file per mode and batch as well."""
+  if litert_modes:
+    from s3jax.deploy import litert
+    litert.check_modes(litert_modes, litert_batches)
   if os.path.exists(os.path.join(output, export_format.MANIFEST)):
     raise ConfigError(f"{output} already holds an export; choose another --output, or delete it first.")
   if os.path.isdir(output) and os.listdir(output):
@@ -78,6 +83,9 @@ def export_checkpoint(workdir: str, output: str, step: int | None = None, stable
     exported = export_format.load(partial)  # what a user will load, checked now
     if stablehlo:
       inference.export_stablehlo(exported)
+    for mode in litert_modes:
+      for batch in litert_batches:
+        litert.export_litert(exported, mode, batch)
     if os.path.isdir(output):
       os.rmdir(output)  # empty (checked above)
     os.rename(partial, output)
@@ -124,20 +132,24 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None) -> tuple[
   return metrics, predictions, step
 
 
-def export_apply(directory: str, path: str = "plain"):
-  """images -> logits of an export by one of PATHS."""
+def export_apply(directory: str, path: str = "plain", litert_mode: str = "dynamic_int8"):
+  """images -> logits of an export by one of PATHS (`litert_mode`: which LiteRT file)."""
   if path not in PATHS:
     raise ConfigError(f"--path={path!r} is unknown; use one of {PATHS}.")
   if path == "stablehlo":
     return inference.load_stablehlo(directory)
+  if path == "litert":
+    from s3jax.deploy import litert
+    return litert.litert_apply(directory, litert_mode)
   loaded = export_format.load(directory)
   return inference.plain_apply(loaded) if path == "plain" else inference.shift_add_apply(loaded)
 
 
-def evaluate_export(config, directory: str, path: str = "plain") -> tuple[dict, object, int]:
+def evaluate_export(config, directory: str, path: str = "plain", litert_mode: str = "dynamic_int8",
+                    dataset=None) -> tuple[dict, object, int]:
   """(metrics, per-example predictions, step) of an export on the eval split of `config`'s data."""
   manifest = export_format.read_manifest(directory)
-  dataset = data.create_dataset(config)
+  dataset = dataset or data.create_dataset(config)
   _check_fits(config, dataset, manifest["input"]["shape"], "the export")
-  metrics, predictions = inference.evaluate_apply(export_apply(directory, path), dataset)
+  metrics, predictions = inference.evaluate_apply(export_apply(directory, path, litert_mode), dataset)
   return metrics, predictions, manifest["step"]

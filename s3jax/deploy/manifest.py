@@ -27,11 +27,16 @@ def write_manifest(output: str, manifest: dict):
   os.replace(tmp, os.path.join(output, MANIFEST))
 
 
+def file_entry(directory: str, name: str, **info) -> dict:
+  """A manifest entry for the export's file `name`: its size and checksum, and `info`."""
+  path = os.path.join(directory, name)
+  return {"file": name, "bytes": os.path.getsize(path), "sha256": sha256(path), **info}
+
+
 def add_file(directory: str, key: str, name: str, **info) -> dict:
   """Records one more file of the export (e.g. the StableHLO artifact) in its manifest, with a checksum."""
   manifest = read_manifest(directory)
-  path = os.path.join(directory, name)
-  manifest[key] = {"file": name, "bytes": os.path.getsize(path), "sha256": sha256(path), **info}
+  manifest[key] = file_entry(directory, name, **info)
   write_manifest(directory, manifest)
   return manifest
 

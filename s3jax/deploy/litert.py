@@ -1,0 +1,210 @@
+"""An export as LiteRT (TFLite) flatbuffers whose low-bit weights are stored as int4 or int8 integers.
+
+Each quantized kernel enters the graph as its levels times a power-of-two unit (DeepShift's fractions
+1/4, 1/2 become 1, 2), wrapped in a `quant.fake_quant` composite with the integer type and the per-channel
+scale (the unit times the kernel's own scale). The LiteRT converter turns that composite into a
+quantized constant holding exactly those integers: int4 where they fit [-7, 7], int8 where they fit
+[-127, 127]. The rest of the graph is the trainer's eval program (`eval_logits`), lowered by `jax.export`
+and converted without TensorFlow (`litert-converter`). BatchNorm stays its own op after the conv.
+
+Modes: 'float' keeps float activations (the weights are dequantized at load); 'dynamic_int8' quantizes
+each quantized layer's input on the fly (LiteRT's hybrid kernels). One batch size per file: in jax 0.10
+a composite under a symbolic batch does not lower.
+"""
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from s3jax.deploy.export_format import Export, is_quantized
+from s3jax.deploy.manifest import ExportError, file_entry, read_manifest, verified_path, write_manifest
+from s3jax.errors import ConfigError
+from s3jax.records.eval_program import eval_logits
+
+MODES = ("float", "dynamic_int8")
+# What `pip install` needs besides s3jax's own requirements (requirements-litert.txt, installed --no-deps:
+# litert-converter pins an old typing-extensions through xdsl, which its conversion never imports).
+INSTALL = "pip install --no-deps -r requirements-litert.txt"
+LAYERS = (nn.Conv, nn.Dense, nn.DenseGeneral)
+
+
+def converter():
+  """The converter's modules; a ConfigError naming the install command where they are missing."""
+  try:
+    from litert_converter import converter_api_ext
+    from litert_converter.mlir import ir, passmanager
+  except ImportError as err:
+    raise ConfigError(f"LiteRT export needs the litert extra ({err}); install it with `{INSTALL}`.") from None
+  return converter_api_ext, ir, passmanager
+
+
+def interpreter_class():
+  try:
+    from ai_edge_litert.interpreter import Interpreter
+  except ImportError as err:
+    raise ConfigError(f"the LiteRT path needs ai-edge-litert ({err}); install it with `{INSTALL}`.") from None
+  return Interpreter
+
+
+def integer_levels(name: str, kernel) -> tuple[np.ndarray, np.ndarray, str, int]:
+  """(integers, per-channel scale, 'i4' or 'i8', quantization dimension) with `integers * scale ==
+  kernel.weights()`: the levels over the method's smallest magnitude (a power of two), and the scale times
+  that unit. The type is the narrowest that holds every level of the method and width (not only those the
+  kernel reaches); a ConfigError naming the layer where they fit neither."""
+  q = kernel.quantizer
+  unit = float(q.magnitudes()[0])
+  ints = np.asarray(kernel.unscaled(), np.float64) / unit  # levels and unit are powers of two: exact
+  top = int(q.magnitudes()[-1] / unit)
+  if top > 127:
+    raise ConfigError(f"{name}: {q.describe()} levels reach {top} times {unit}, beyond int8's 127; export it "
+                      "at a lower bit width, or without --litert.")
+  dtype = "i4" if top <= 7 else "i8"
+  factor = kernel.scale_factor()
+  factor = np.ones(()) if factor is None else np.asarray(factor, np.float64)
+  if factor.ndim > 1:
+    raise ConfigError(f"{name}: a scale over {factor.ndim} output axes has no single LiteRT quantization "
+                      "axis; export it with quant.scale=fixed, or without --litert.")
+  # Per output channel (the last axis), so that the converter can fold a BatchNorm after it into the scale.
+  scale = np.broadcast_to(unit * factor, ints.shape[-1:]).astype(np.float32)
+  return ints.astype(np.int8), scale, dtype, ints.ndim - 1
+
+
+def _fake_quant(x, dtype: str, scale, axis: int | None):
+  """`x` (already on the grid) inside the composite the converter reads as a quantized tensor."""
+  attributes = dict(dtype=dtype, narrow_range=True, scale=np.asarray(scale, np.float32),
+                    zero_point=np.zeros(np.shape(scale), np.int32))
+  if axis is not None:
+    attributes["quantization_dimension"] = np.int32(axis)
+  return jax.lax.composite(lambda x, **_: x, name="quant.fake_quant")(x, **attributes)
+
+
+def _dynamic_int8(x):
+  """An empty-scale composite: the layer's input, quantized to int8 at run time."""
+  return jax.lax.composite(lambda x, **_: x, name="quant.fake_quant")(
+      x, dtype="i8", narrow_range=False, scale=np.zeros((0,), np.float32), zero_point=np.zeros((0,), np.int32))
+
+
+def lowbit_function(export: Export, mode: str, lowbit: bool = True):
+  """images -> logits of the export with its quantized kernels as integer constants (`lowbit`; else the
+  same weights as float32 constants, the LiteRT float baseline) and, for 'dynamic_int8', their layers'
+  inputs quantized at run time. Returns (function, {layer: (dtype, levels, scale)})."""
+  model = export.create_model()
+  stored = {}
+
+  def kernel(path, leaf):
+    name = "/".join(str(getattr(k, "key", k)) for k in path)
+    if not is_quantized(leaf):
+      return np.asarray(leaf)
+    ints, scale, dtype, axis = integer_levels(name, leaf)
+    stored[name] = (dtype, ints, scale)
+    return ints, scale, dtype, axis
+
+  planned = jax.tree_util.tree_map_with_path(kernel, export.params, is_leaf=is_quantized)
+  is_plan = lambda x: isinstance(x, tuple)
+  quantized_layers = {name.rsplit("/", 1)[0] for name in stored}
+
+  def apply(images):
+    def weights(plan):
+      if not is_plan(plan):
+        return jnp.asarray(plan)
+      ints, scale, dtype, axis = plan
+      w = jnp.asarray(ints.astype(np.float32) * scale)  # exactly the export's weights
+      return _fake_quant(w, dtype, scale, axis) if lowbit else w
+
+    params = jax.tree.map(weights, planned, is_leaf=is_plan)
+
+    def interceptor(next_fun, args, kwargs, context):
+      module = context.module
+      if (mode == "dynamic_int8" and isinstance(module, LAYERS) and context.method_name == "__call__"
+          and "/".join(module.path) in quantized_layers):
+        args = (_dynamic_int8(args[0]),) + tuple(args[1:])
+      return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(interceptor):
+      return eval_logits(model, params, export.batch_stats, images)
+
+  return apply, stored
+
+
+def convert(apply, input_shape, batch: int, dynamic: bool) -> bytes:
+  """The LiteRT flatbuffer of `apply` at a fixed batch (signature 'serving_default': images -> logits)."""
+  api, ir, passmanager = converter()
+  spec = jax.ShapeDtypeStruct((batch, *input_shape), jnp.float32)
+  text = jax.export.export(jax.jit(apply), platforms=("cpu",))(spec).mlir_module()
+  context = ir.Context()
+  api.prepare_mlir_context(context)
+  with context:
+    module = ir.Module.parse(text)
+    api.set_signature(module.operation, signature_name="serving_default", input_names=["images"],
+                      output_names=["logits"])
+    config = api.ConvertToTFLConfig()
+    config.model_origin_framework = "JAX"
+    config.strict_qdq_mode = True  # what lowers the composites to quantized tensors
+    config.qdq_conversion_mode = "DYNAMIC" if dynamic else "STATIC"
+    try:
+      api.run_convert_to_tfl_passes(module, passmanager.PassManager(), config)
+      return bytes(api.export_flatbuffer_to_bytes(module.operation))
+    except (RuntimeError, ValueError) as err:
+      raise ConfigError(f"the LiteRT converter failed ({' '.join(str(err).split())[:200]}); check that "
+                        f"litert-converter reads this jax's StableHLO (jax {jax.__version__}).") from None
+
+
+def file_name(mode: str, batch: int) -> str:
+  return f"model_{mode}_b{batch}.tflite"
+
+
+def check_modes(modes, batches):
+  """A ConfigError for an unknown mode or a batch < 1, and for a missing converter: before any work."""
+  for mode in modes:
+    if mode not in MODES:
+      raise ConfigError(f"--litert={mode!r} is unknown; use a comma-separated list of {MODES}.")
+  if not batches or any(int(b) < 1 for b in batches):
+    raise ConfigError(f"--litert_batch={','.join(map(str, batches))} must list batch sizes >= 1.")
+  converter()
+
+
+def export_litert(export: Export, mode: str, batch: int) -> str:
+  """Writes the export's LiteRT file for `mode` at `batch` into its directory, lists it in the manifest
+  with its checksum, and returns its path."""
+  check_modes((mode,), (batch,))
+  apply, stored = lowbit_function(export, mode)
+  content = convert(apply, export.input_shape, batch, dynamic=mode == "dynamic_int8")
+  name = file_name(mode, batch)
+  path = os.path.join(export.directory, name)
+  with open(path, "wb") as f:
+    f.write(content)
+  manifest = read_manifest(export.directory)
+  manifest.setdefault("litert", {})[f"{mode}_b{batch}"] = file_entry(
+      export.directory, name, mode=mode, batch=batch, weight_types=sorted({d for d, _, _ in stored.values()}))
+  write_manifest(export.directory, manifest)
+  export.manifest = manifest
+  return path
+
+
+def litert_apply(directory: str, mode: str = "dynamic_int8"):
+  """images -> logits by the export's LiteRT file of `mode` (its largest batch), any number of images:
+  each call is cut into that batch, the last piece padded and its padding dropped."""
+  manifest = read_manifest(directory)
+  files = {k: v for k, v in manifest.get("litert", {}).items() if v["mode"] == mode}
+  if not files:
+    raise ExportError(f"{directory} has no LiteRT file for mode {mode!r}: export with --litert={mode}.")
+  entry = max(files.values(), key=lambda e: e["batch"])
+  with open(verified_path(directory, entry), "rb") as f:
+    interpreter = interpreter_class()(model_content=f.read())
+  interpreter.allocate_tensors()
+  batch, (inp,), (out,) = entry["batch"], interpreter.get_input_details(), interpreter.get_output_details()
+
+  def run(images):
+    images = np.asarray(images, np.float32)
+    pieces = []
+    for start in range(0, len(images), batch):
+      piece = images[start:start + batch]
+      padded = np.concatenate([piece, np.zeros((batch - len(piece), *piece.shape[1:]), np.float32)])
+      interpreter.set_tensor(inp["index"], padded)
+      interpreter.invoke()
+      pieces.append(np.array(interpreter.get_tensor(out["index"]))[:len(piece)])
+    return jnp.asarray(np.concatenate(pieces))
+
+  return run
