@@ -83,6 +83,14 @@ def test_export_size_and_inference_scripts_run():
   assert {r["path"] for r in out["rows"]} == {"full precision", "plain", "shift_add"}
 
 
+def test_litert_latency_script_compares_the_four_paths_and_sizes():
+  pytest.importorskip("litert_converter", reason="the LiteRT extra (requirements-litert.txt)")
+  out = run_script("benchmarks/litert_latency.py", "--model=resnet8", "--image_size=8", "--batches=2", "--repeats=2")
+  paths = {"XLA plain", "LiteRT float32", "LiteRT low-bit weights", "LiteRT dynamic int8"}
+  assert {r["path"] for r in out["rows"]} == paths and all(r["median_s"] > 0 for r in out["rows"])
+  assert out["batch2"]["best_lowbit"] in paths and 0 < out["batch2"]["lowbit_size_vs_float"] < 1 / 3
+
+
 def test_communication_and_input_scripts_run():
   # On 8 devices, S3's step moves as many bytes as FP's: dL/dW, not the 2+K latent gradients.
   out = run_script("benchmarks/communication.py", "--model=resnet8", "--image_size=16", "--batch=16")
