@@ -133,7 +133,8 @@ def from_codes(codes, bits: int, dtype=jnp.float32) -> S3Latent:
   def pm1(cond):
     return jnp.where(cond, 1, -1).astype(dtype)
 
-  return S3Latent(sign=pm1(codes >= 0), sparse=pm1(level > 0), shift=chain_for_exponent(exponent, k, dtype))
+  shift = chain_for_exponent(exponent, k, dtype)  # first: the traced program keeps its order of operations
+  return S3Latent(sign=pm1(codes >= 0), sparse=pm1(level > 0), shift=shift)
 
 
 def level_values(bits: int) -> np.ndarray:
