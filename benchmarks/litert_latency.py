@@ -48,19 +48,6 @@ def _export(directory: str):
   return load(directory)
 
 
-def _interpreter(content: bytes):
-  interpreter = litert.interpreter_class()(model_content=content)
-  interpreter.allocate_tensors()
-  (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-
-  def run(images):
-    interpreter.set_tensor(inp["index"], images)
-    interpreter.invoke()
-    return interpreter.get_tensor(out["index"])
-
-  return run
-
-
 def main(argv):
   del argv
   args = flags.FLAGS
@@ -76,7 +63,7 @@ def main(argv):
       for mode, label in (("float", "LiteRT low-bit weights"), ("dynamic_int8", "LiteRT dynamic int8")):
         files[label] = litert.convert(litert.lowbit_function(export, mode)[0], export.input_shape, batch,
                                       mode == "dynamic_int8")
-      runs = {"XLA plain": lambda x: np.asarray(xla(x)), **{k: _interpreter(v) for k, v in files.items()}}
+      runs = {"XLA plain": lambda x: np.asarray(xla(x)), **{k: litert.interpreter_runner(v) for k, v in files.items()}}
       images = np.asarray(jax.random.normal(jax.random.key(batch), (batch, *export.input_shape)), np.float32)
       for run in runs.values():
         run(images)  # warm-up (and XLA's compile)

@@ -64,7 +64,7 @@ def _expected_levels(export):
 @pytest.mark.parametrize("method,bits,scale,dtype", [
     ("s3", 2, "none", "i4"), ("s3", 3, "none", "i4"), ("s3", 4, "learned", "i8"), ("denseshift", 2, "none", "i4"),
     ("denseshift", 3, "fixed", "i8"), ("deepshift_q", 2, "none", "i4"), ("deepshift_q", 3, "none", "i8"),
-    ("deepshift_ps", 2, "none", "i4"), ("deepshift_ps", 3, "learned", "i4")])
+    ("deepshift_ps", 2, "none", "i4"), ("deepshift_ps", 3, "learned", "i4"), ("deepshift_ps", 4, "none", "i8")])
 def test_litert_holds_the_levels_as_integers_and_computes_the_plain_logits(method, bits, scale, dtype, tmp_path):
   export = _export(tmp_path, method, bits, scale)
   path = litert.export_litert(export, "float", 4)

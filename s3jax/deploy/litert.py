@@ -5,7 +5,8 @@ Each quantized kernel enters the graph as its levels times a power-of-two unit (
 scale (the unit times the kernel's own scale). The LiteRT converter turns that composite into a
 quantized constant holding exactly those integers: int4 where they fit [-7, 7], int8 where they fit
 [-127, 127]. The rest of the graph is the trainer's eval program (`eval_logits`), lowered by `jax.export`
-and converted without TensorFlow (`litert-converter`). BatchNorm stays its own op after the conv.
+and converted without TensorFlow (`litert-converter`), which folds the BatchNorm after a conv into the
+quantized conv's per-channel scale.
 
 Modes: 'float' keeps float activations (the weights are dequantized at load); 'dynamic_int8' quantizes
 each quantized layer's input on the fly (LiteRT's hybrid kernels). One batch size per file: in jax 0.10
@@ -21,6 +22,7 @@ import numpy as np
 from s3jax.deploy.export_format import Export, is_quantized
 from s3jax.deploy.manifest import ExportError, file_entry, read_manifest, verified_path, write_manifest
 from s3jax.errors import ConfigError
+from s3jax.quant.tree import path_name
 from s3jax.records.eval_program import eval_logits
 
 MODES = ("float", "dynamic_int8")
@@ -71,13 +73,11 @@ def integer_levels(name: str, kernel) -> tuple[np.ndarray, np.ndarray, str, int]
   return ints.astype(np.int8), scale, dtype, ints.ndim - 1
 
 
-def _fake_quant(x, dtype: str, scale, axis: int | None):
+def _fake_quant(x, dtype: str, scale, axis: int):
   """`x` (already on the grid) inside the composite the converter reads as a quantized tensor."""
-  attributes = dict(dtype=dtype, narrow_range=True, scale=np.asarray(scale, np.float32),
-                    zero_point=np.zeros(np.shape(scale), np.int32))
-  if axis is not None:
-    attributes["quantization_dimension"] = np.int32(axis)
-  return jax.lax.composite(lambda x, **_: x, name="quant.fake_quant")(x, **attributes)
+  return jax.lax.composite(lambda x, **_: x, name="quant.fake_quant")(
+      x, dtype=dtype, narrow_range=True, scale=np.asarray(scale, np.float32),
+      zero_point=np.zeros(np.shape(scale), np.int32), quantization_dimension=np.int32(axis))
 
 
 def _dynamic_int8(x):
@@ -89,16 +89,16 @@ def _dynamic_int8(x):
 def lowbit_function(export: Export, mode: str, lowbit: bool = True):
   """images -> logits of the export with its quantized kernels as integer constants (`lowbit`; else the
   same weights as float32 constants, the LiteRT float baseline) and, for 'dynamic_int8', their layers'
-  inputs quantized at run time. Returns (function, {layer: (dtype, levels, scale)})."""
+  inputs quantized at run time. Returns (function, {kernel path: its integer type})."""
   model = export.create_model()
   stored = {}
 
   def kernel(path, leaf):
-    name = "/".join(str(getattr(k, "key", k)) for k in path)
     if not is_quantized(leaf):
       return np.asarray(leaf)
+    name = path_name(path)
     ints, scale, dtype, axis = integer_levels(name, leaf)
-    stored[name] = (dtype, ints, scale)
+    stored[name] = dtype
     return ints, scale, dtype, axis
 
   planned = jax.tree_util.tree_map_with_path(kernel, export.params, is_leaf=is_quantized)
@@ -147,8 +147,10 @@ def convert(apply, input_shape, batch: int, dynamic: bool) -> bytes:
       api.run_convert_to_tfl_passes(module, passmanager.PassManager(), config)
       return bytes(api.export_flatbuffer_to_bytes(module.operation))
     except (RuntimeError, ValueError) as err:
+      import litert_converter
       raise ConfigError(f"the LiteRT converter failed ({' '.join(str(err).split())[:200]}); check that "
-                        f"litert-converter reads this jax's StableHLO (jax {jax.__version__}).") from None
+                        f"litert-converter {litert_converter.__version__} reads the StableHLO of jax "
+                        f"{jax.__version__}.") from None
 
 
 def file_name(mode: str, batch: int) -> str:
@@ -177,7 +179,7 @@ def export_litert(export: Export, mode: str, batch: int) -> str:
     f.write(content)
   manifest = read_manifest(export.directory)
   manifest.setdefault("litert", {})[f"{mode}_b{batch}"] = file_entry(
-      export.directory, name, mode=mode, batch=batch, weight_types=sorted({d for d, _, _ in stored.values()}))
+      export.directory, name, mode=mode, batch=batch, weight_types=sorted(set(stored.values())))
   write_manifest(export.directory, manifest)
   export.manifest = manifest
   return path
@@ -192,19 +194,28 @@ def litert_apply(directory: str, mode: str = "dynamic_int8"):
     raise ExportError(f"{directory} has no LiteRT file for mode {mode!r}: export with --litert={mode}.")
   entry = max(files.values(), key=lambda e: e["batch"])
   with open(verified_path(directory, entry), "rb") as f:
-    interpreter = interpreter_class()(model_content=f.read())
+    run = interpreter_runner(f.read())
+  return lambda images: jnp.asarray(run(images))
+
+
+def interpreter_runner(content: bytes):
+  """images -> logits (numpy) by the LiteRT flatbuffer `content`, any number of images: cut into its batch,
+  a last short piece padded with zeros and the padding dropped."""
+  interpreter = interpreter_class()(model_content=content)
   interpreter.allocate_tensors()
-  batch, (inp,), (out,) = entry["batch"], interpreter.get_input_details(), interpreter.get_output_details()
+  (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+  batch = int(inp["shape"][0])
 
   def run(images):
     images = np.asarray(images, np.float32)
     pieces = []
     for start in range(0, len(images), batch):
       piece = images[start:start + batch]
-      padded = np.concatenate([piece, np.zeros((batch - len(piece), *piece.shape[1:]), np.float32)])
-      interpreter.set_tensor(inp["index"], padded)
+      if len(piece) < batch:
+        piece = np.concatenate([piece, np.zeros((batch - len(piece), *piece.shape[1:]), np.float32)])
+      interpreter.set_tensor(inp["index"], piece)
       interpreter.invoke()
-      pieces.append(np.array(interpreter.get_tensor(out["index"]))[:len(piece)])
-    return jnp.asarray(np.concatenate(pieces))
+      pieces.append(np.array(interpreter.get_tensor(out["index"]))[:len(images) - start])
+    return np.concatenate(pieces)
 
   return run

@@ -3,7 +3,7 @@ options (`Quantizer.config_options`, e.g. s3's `quant.init` -> `init_scheme`).""
 import dataclasses
 
 from s3jax.errors import ConfigError
-from s3jax.quant.interface import FULL_PRECISION, FullPrecision, Quantizer, method_class, method_names, quantizer
+from s3jax.quant.interface import FullPrecision, Quantizer, method_class, method_names, quantizer
 
 
 def method_options(method: str) -> dict[str, object]:
@@ -23,8 +23,6 @@ def quantizer_from_config(quant_config) -> Quantizer | FullPrecision:
       if key not in own and key in quant_config and quant_config[key] != default:
         raise ConfigError(f"quant.{key}={quant_config[key]!r} applies to quant.method={other} only; "
                           f"{method} has its own {key}.")
-  if method == FullPrecision.method:
-    return FULL_PRECISION
   options = {field: quant_config[key] for key, field in own.items() if key in quant_config}
   return quantizer(method, quant_config.bits, scale=quant_config.scale,
                    scale_gradient=quant_config.scale_gradient, **options)

@@ -76,7 +76,6 @@ def resolve_run(config, device_count: int | None = None, steps_per_epoch: int | 
   from s3jax.models import default_quant_patterns  # Flax loads here, not on `import s3jax`
   validate_config(config, device_count)
   quantizer = quant.quantizer_from_config(config.quant)
-  rules = config.quant.rules
-  patterns = ((rules,) if isinstance(rules, str) else tuple(rules)) or default_quant_patterns(config.model)
+  patterns = config.quant.rules or default_quant_patterns(config.model)
   run = ResolvedRun(config, quantizer, quant.rules_for(patterns, quantizer))
   return run if steps_per_epoch is None else run.with_durations(steps_per_epoch)

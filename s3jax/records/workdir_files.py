@@ -43,9 +43,15 @@ def prepare(workdir: str):
                       "you can write to.") from None
 
 
+def _unset_legacy_zeros(saved):
+  """A config.json's values with the 0 that meant "not set" before s3jax 0.4 read as unset (None)."""
+  if isinstance(saved, dict):
+    saved.update({key: None for key in UNSET_AS_ZERO if saved.get(key) == 0})
+  return saved
+
+
 def _flat(config_json: str) -> dict:
-  flat = traverse_util.flatten_dict(json.loads(config_json), sep=".")
-  return {k: None if k in UNSET_AS_ZERO and v == 0 else v for k, v in flat.items()}
+  return traverse_util.flatten_dict(_unset_legacy_zeros(json.loads(config_json)), sep=".")
 
 
 def config_changes(workdir: str, config) -> str:
@@ -89,9 +95,7 @@ def read_config(workdir: str) -> ml_collections.ConfigDict:
     saved = json.loads(path.read_text())
   except ValueError as err:
     raise ConfigError(f"{path} is not valid JSON ({err}); pass the training config with --config.") from None
-  for key in UNSET_AS_ZERO:  # written as 0 for "not set" before s3jax 0.4
-    if isinstance(saved, dict) and saved.get(key) == 0:
-      saved[key] = None
+  _unset_legacy_zeros(saved)
   config = base_config()
   try:
     config.update(saved)
