@@ -6,10 +6,11 @@ r"""Evaluates a checkpoint or an export on the eval split, without training.
   python evaluate.py --export=/tmp/s3_mnist_export --path=shift_add  # multiplication-free
   python evaluate.py --export=/tmp/s3_mnist_export --path=stablehlo  # the serialised artifact
   python evaluate.py --export=/tmp/s3_lite --path=litert --litert_mode=dynamic_int8  # a LiteRT file
+  python evaluate.py --export=/tmp/s3_lite --path=onnx --onnx_mode=float            # model.onnx
 
 The data come from --config (with --config.<key>=<value> overrides, as in train.py), or by default from
 the config the model was trained with. Ends with train.py's final line: final eval/top1 = ... (the LiteRT
-path adds one line after it: the share of examples whose top-1 class agrees with the plain path's).
+and ONNX paths add one line after it: the share of examples whose top-1 class agrees with the plain path's).
 """
 from absl import flags
 from ml_collections import config_flags
@@ -19,11 +20,14 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "A file in configs/ (d
 _WORKDIR = flags.DEFINE_string("workdir", None, "A training workdir: evaluate its checkpoint.")
 _EXPORT = flags.DEFINE_string("export", None, "An export directory written by export.py.")
 _STEP = flags.DEFINE_integer("step", None, "With --workdir: the checkpoint step (default: the latest).")
-_PATH = flags.DEFINE_enum("path", "plain", ["plain", "shift_add", "stablehlo", "litert"],
-                          "With --export: decoded weights, the multiplication-free path, model.stablehlo, or "
-                          "a LiteRT file (then also the share of top-1 classes that agree with the plain path).")
+_PATH = flags.DEFINE_enum("path", "plain", ["plain", "shift_add", "stablehlo", "litert", "onnx"],
+                          "With --export: decoded weights, the multiplication-free path, model.stablehlo, "
+                          "a LiteRT file or model.onnx under ONNX Runtime (these two also print the share of "
+                          "top-1 classes that agree with the plain path).")
 _LITERT_MODE = flags.DEFINE_enum("litert_mode", "dynamic_int8", ["float", "dynamic_int8"],
                                  "With --path=litert: which LiteRT file (its largest batch).")
+_ONNX_MODE = flags.DEFINE_enum("onnx_mode", "dynamic_int8", ["float", "dynamic_int8"],
+                               "With --path=onnx: MatMulNBits computing in float32 or on int8 activations.")
 
 
 def main(argv):
@@ -56,14 +60,14 @@ def main(argv):
   else:
     from s3jax import data
     dataset = data.create_dataset(config)
-    metrics, predictions, step = deploy.evaluate_export(config, _EXPORT.value, _PATH.value, _LITERT_MODE.value,
-                                                        dataset)
+    mode = _ONNX_MODE.value if _PATH.value == "onnx" else _LITERT_MODE.value
+    metrics, predictions, step = deploy.evaluate_export(config, _EXPORT.value, _PATH.value, mode, dataset)
     what, note = f"export {_EXPORT.value} (step {step}, {_PATH.value} path)", ""
   print(f"evaluated {what} on {config.data.name}")
   if note:
     print(note)
   print(format_final(metrics))
-  if _EXPORT.value and _PATH.value == "litert":
+  if _EXPORT.value and _PATH.value in ("litert", "onnx"):
     plain = deploy.evaluate_export(config, _EXPORT.value, "plain", dataset=dataset)[1]
     agree = int((plain == predictions).sum())
     print(f"agreement with plain: {agree / len(plain):.4f} ({agree} of {len(plain)})")

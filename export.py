@@ -2,7 +2,7 @@ r"""Exports a trained shift network at its bit width: bit-packed codes, float pa
 
   python export.py --workdir=/tmp/s3_mnist --output=/tmp/s3_mnist_export
   python export.py --workdir=/tmp/s3_mnist --output=/tmp/export_200 --step=200
-  python export.py --workdir=/tmp/s3_mnist --output=/tmp/s3_lite --litert=float,dynamic_int8 --litert_batch=1,32
+  python export.py --workdir=/tmp/s3_mnist --output=/tmp/s3_lite --litert=float,dynamic_int8 --litert_batch=1,32 --onnx
 
 Reads the workdir's config.json and its latest checkpoint (or --step), parameters only. The layout is in
 docs/export.md; load it back with `s3jax.deploy.export_format.load(DIR)`.
@@ -18,6 +18,8 @@ _LITERT = flags.DEFINE_list("litert", [], "LiteRT files to add, one per mode and
                             "activations), dynamic_int8 (int8 activations at run time); the weights as int4/int8 "
                             "levels. Needs `pip install --no-deps -r requirements-litert.txt`.")
 _LITERT_BATCH = flags.DEFINE_list("litert_batch", ["1"], "The batch sizes of the LiteRT files (one file each).")
+_ONNX = flags.DEFINE_bool("onnx", False, "Also write model.onnx (any batch), its Dense layers with 4-bit levels "
+                          "as MatMulNBits. Needs `pip install --no-deps -r requirements-onnx.txt`.")
 flags.mark_flags_as_required(["workdir", "output"])
 
 
@@ -36,7 +38,7 @@ def main(argv):
     raise ConfigError(f"--litert_batch={','.join(_LITERT_BATCH.value)} must list integers, e.g. 1,32.") from None
   with exit_on_interrupt(f"nothing was written to {_OUTPUT.value}; rerun the same command"):
     manifest = export_checkpoint(_WORKDIR.value, _OUTPUT.value, _STEP.value, _STABLEHLO.value, _LITERT.value,
-                                 batches)
+                                 batches, _ONNX.value)
   sizes = manifest["sizes"]
   method = "full precision" if manifest["method"] == "float" else f"{manifest['method']} {manifest['bits']}-bit"
   print(f"exported {manifest['model']} ({method}) at step {manifest['step']} to {_OUTPUT.value}")
@@ -52,6 +54,9 @@ def main(argv):
   for entry in manifest.get("litert", {}).values():
     print(f"LiteRT {entry['mode']} at batch {entry['batch']}: {entry['file']} {_mb(entry['bytes'])}, weights as "
           f"{' and '.join(entry['weight_types']) or 'float32'}")
+  if entry := manifest.get("onnx"):
+    print(f"ONNX: {entry['file']} {_mb(entry['bytes'])}, {len(entry['matmul_nbits'])} Dense kernels as 4-bit "
+          "MatMulNBits")
 
 
 if __name__ == "__main__":

@@ -76,11 +76,12 @@ def synthetic_config(model_name: str, batch: int, bits: int, num_classes: int = 
 
 
 def initial_variables(model_name: str, image_size: int, bits: int, method: str = "s3", num_classes: int = 1000,
-                      channels: int = 3):
-  """(model, params, batch_stats) as the trainer initialises them (`init_variables`; bits 32: float)."""
+                      channels: int = 3, shape=None):
+  """(model, params, batch_stats) as the trainer initialises them (`init_variables`; bits 32: float), for
+  images of image_size x image_size x channels (or inputs of `shape`)."""
   config = synthetic_config(model_name, 1, bits, num_classes, method=method)
   model = create_model(model_name, num_classes)
-  shape = (image_size, image_size, channels)
+  shape = tuple(shape or (image_size, image_size, channels))
   run = resolve_run(config)
   init = jax.jit(lambda key: init_variables(run, model, shape, key))
   params, batch_stats = run_init_program(init, jax.random.key(config.seed))

@@ -83,12 +83,17 @@ def test_export_size_and_inference_scripts_run():
   assert {r["path"] for r in out["rows"]} == {"full precision", "plain", "shift_add"}
 
 
-def test_litert_latency_script_compares_the_four_paths_and_sizes():
+def test_deploy_runtimes_script_compares_every_runtime_with_sizes_and_peak_ram():
   pytest.importorskip("litert_converter", reason="the LiteRT extra (requirements-litert.txt)")
-  out = run_script("benchmarks/litert_latency.py", "--model=resnet8", "--image_size=8", "--batches=2", "--repeats=2")
-  paths = {"XLA plain", "LiteRT float32", "LiteRT low-bit weights", "LiteRT dynamic int8"}
-  assert {r["path"] for r in out["rows"]} == paths and all(r["median_s"] > 0 for r in out["rows"])
-  assert out["batch2"]["best_lowbit"] in paths and 0 < out["batch2"]["lowbit_size_vs_float"] < 1 / 3
+  pytest.importorskip("jax2onnx", reason="the ONNX extra (requirements-onnx.txt)")
+  out = run_script("benchmarks/deploy_runtimes.py", "--model=mlp_tiny", "--batch=2", "--repeats=2")
+  variants = {"XLA float32", "XLA plain", "StableHLO", "LiteRT float32", "LiteRT low-bit", "LiteRT dynamic int8",
+              "ONNX float32", "ONNX MatMulNBits", "ONNX MatMulNBits int8"}
+  rows = {r["variant"]: r for r in out["rows"]}
+  assert set(rows) == variants and all(r["median_s"] > 0 and r["peak_ram_mb"] > 0 for r in rows.values())
+  assert all(rows[v]["bytes"] > 0 for v in variants - {"XLA float32", "XLA plain"})
+  assert out["best_lowbit"] in variants and 0 < out["lowbit_size_vs_float"] < 0.4  # 0.28 measured
+  assert 0 < out["onnx_size_vs_float"] < 1 and out["stablehlo_vs_plain"] > 0 and out["lowbit_vs_xla_float"] > 0
 
 
 def test_communication_and_input_scripts_run():

@@ -24,15 +24,17 @@ pytest.importorskip("litert_converter", reason="the LiteRT extra: pip install --
 SPEC = {"shape": [8, 8, 1], "mean": [0.0], "std": [1.0], "pixels": "test"}
 
 
-def _export(tmp_path, method, bits, scale="none", name="resnet8"):
-  """`name` with random latents of `method` (every stage conv), written as an export and loaded back."""
+def _export(tmp_path, method, bits, scale="none", name="resnet8", shape=(8, 8, 1)):
+  """`name` with random latents of `method` (its default kernels), written as an export and loaded back."""
   model = create_model(name, 10)
-  variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False)
+  variables = model.init(jax.random.key(0), jnp.zeros((1, *shape)), train=False)
   rng = np.random.default_rng(bits)  # BatchNorms as after training: a factor of their own per channel
   variables = jax.tree.map(lambda x: jnp.asarray(rng.uniform(0.5, 2.0, x.shape), x.dtype), variables)
   q = quant.quantizer(method, bits, scale=scale)
   params = quant.to_latents(variables["params"], quant.rules_for(default_quant_patterns(name), q), jax.random.key(1))
-  write_export(params, variables["batch_stats"], str(tmp_path), model=name, num_classes=10, input_spec=SPEC, step=0)
+  spec = {**SPEC, "shape": list(shape), "mean": [0.0] * shape[-1], "std": [1.0] * shape[-1]}
+  write_export(params, variables.get("batch_stats", {}), str(tmp_path), model=name, num_classes=10, input_spec=spec,
+               step=0)
   return load(str(tmp_path))
 
 
@@ -81,6 +83,30 @@ def test_litert_holds_the_levels_as_integers_and_computes_the_plain_logits(metho
     # The converter folds the BatchNorm in float32: within two roundings (2**-23 relative) of the float64 product.
     np.testing.assert_allclose(hits[0]["quantization_parameters"]["scales"], scales, rtol=2**-22, atol=0)
   images = jax.random.normal(jax.random.key(2), (10, 8, 8, 1))  # 10: two batches of 4, the last padded
+  reference = np.asarray(inference.plain_apply(export)(images))
+  got = np.asarray(litert.litert_apply(str(tmp_path), "float")(images))
+  np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,shape,layer_op", [
+    ("resnet1d_8", (8, 3), "CONV_2D"), ("vit_tiny", (14, 14, 1), "FULLY_CONNECTED"),
+    ("mlp_tiny", (6, 6, 1), "FULLY_CONNECTED")])
+def test_1d_resnets_the_vit_and_the_mlp_convert_with_integer_weights_and_the_plain_logits(name, shape, layer_op,
+                                                                                          tmp_path):
+  """1-D convs run as 2-D ones over a unit height (TFLite has none); the ViT's attention projections
+  (DenseGeneral over heads) and MLP kernels, and the MLP's Dense kernels, as int4 tensors."""
+  export = _export(tmp_path, "s3", 3, name=name, shape=shape)
+  path = litert.export_litert(export, "float", 2)
+  interpreter = _interpreter(path)
+  ops = {op["op_name"] for op in interpreter._get_ops_details()}
+  assert "STABLEHLO_COMPOSITE" not in ops and layer_op in ops, ops
+  kernels = [leaf for leaf in jax.tree.leaves(export.params, is_leaf=is_quantized) if is_quantized(leaf)]
+  stored = [interpreter.get_tensor(t["index"]) for t in interpreter.get_tensor_details() if t["dtype"] == np.int8]
+  assert len(stored) == len(kernels) > 0
+  assert sorted(sorted(np.unique(np.asarray(k.unscaled())).tolist()) for k in kernels) == sorted(
+      sorted(np.unique(t).astype(float).tolist()) for t in stored)  # S3's unit is 1: the levels themselves
+  images = jax.random.normal(jax.random.key(2), (3, *shape))
   reference = np.asarray(inference.plain_apply(export)(images))
   got = np.asarray(litert.litert_apply(str(tmp_path), "float")(images))
   np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())

@@ -25,7 +25,7 @@ from s3jax.records.eval_program import jit_eval_logits
 from s3jax.records.resolved import resolve_run
 from s3jax.records.variables import abstract_variables_on_one_device
 
-PATHS = ("plain", "shift_add", "stablehlo", "litert")
+PATHS = ("plain", "shift_add", "stablehlo", "litert", "onnx")
 
 
 def model_input(config, workdir: str, dataset=None) -> dict:
@@ -59,12 +59,16 @@ def restore_variables(config, workdir: str, step: int | None = None, spec: dict 
 
 
 def export_checkpoint(workdir: str, output: str, step: int | None = None, stablehlo: bool = True,
-                      litert_modes=(), litert_batches=(1,)) -> dict:
+                      litert_modes=(), litert_batches=(1,), onnx: bool = False) -> dict:
   """Writes the checkpoint of `workdir` (latest, or `step`) into `output`; returns the manifest. With
-  `litert_modes` (of `s3jax.deploy.litert.MODES`), one LiteRT file per mode and batch as well."""
+  `litert_modes` (of `s3jax.deploy.litert.MODES`), one LiteRT file per mode and batch as well; with
+  `onnx`, model.onnx."""
   if litert_modes:
     from s3jax.deploy import litert
     litert.check_modes(litert_modes, litert_batches)
+  if onnx:
+    from s3jax.deploy import onnx_export
+    onnx_export.check_installed()
   if os.path.exists(os.path.join(output, export_format.MANIFEST)):
     raise ConfigError(f"{output} already holds an export; choose another --output, or delete it first.")
   if os.path.isdir(output) and os.listdir(output):
@@ -86,6 +90,8 @@ def export_checkpoint(workdir: str, output: str, step: int | None = None, stable
     for mode in litert_modes:
       for batch in litert_batches:
         litert.export_litert(exported, mode, batch)
+    if onnx:
+      onnx_export.export_onnx(exported)
     if os.path.isdir(output):
       os.rmdir(output)  # empty (checked above)
     os.rename(partial, output)
@@ -132,24 +138,28 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None) -> tuple[
   return metrics, predictions, step
 
 
-def export_apply(directory: str, path: str = "plain", litert_mode: str = "dynamic_int8"):
-  """images -> logits of an export by one of PATHS (`litert_mode`: which LiteRT file)."""
+def export_apply(directory: str, path: str = "plain", mode: str = "dynamic_int8"):
+  """images -> logits of an export by one of PATHS (`mode`, for 'litert' and 'onnx': float or dynamic int8
+  activations)."""
   if path not in PATHS:
     raise ConfigError(f"--path={path!r} is unknown; use one of {PATHS}.")
   if path == "stablehlo":
     return inference.load_stablehlo(directory)
   if path == "litert":
     from s3jax.deploy import litert
-    return litert.litert_apply(directory, litert_mode)
+    return litert.litert_apply(directory, mode)
+  if path == "onnx":
+    from s3jax.deploy import onnx_export
+    return onnx_export.onnx_apply(directory, mode)
   loaded = export_format.load(directory)
   return inference.plain_apply(loaded) if path == "plain" else inference.shift_add_apply(loaded)
 
 
-def evaluate_export(config, directory: str, path: str = "plain", litert_mode: str = "dynamic_int8",
+def evaluate_export(config, directory: str, path: str = "plain", mode: str = "dynamic_int8",
                     dataset=None) -> tuple[dict, object, int]:
   """(metrics, per-example predictions, step) of an export on the eval split of `config`'s data."""
   manifest = export_format.read_manifest(directory)
   dataset = dataset or data.create_dataset(config)
   _check_fits(config, dataset, manifest["input"]["shape"], "the export")
-  metrics, predictions = inference.evaluate_apply(export_apply(directory, path, litert_mode), dataset)
+  metrics, predictions = inference.evaluate_apply(export_apply(directory, path, mode), dataset)
   return metrics, predictions, manifest["step"]

@@ -103,22 +103,32 @@ def lowbit_function(export: Export, mode: str, lowbit: bool = True):
 
   planned = jax.tree_util.tree_map_with_path(kernel, export.params, is_leaf=is_quantized)
   is_plan = lambda x: isinstance(x, tuple)
-  quantized_layers = {name.rsplit("/", 1)[0] for name in stored}
+  plans = {"/".join(str(k.key) for k in path[:-1]): plan
+           for path, plan in jax.tree_util.tree_flatten_with_path(planned, is_leaf=is_plan)[0] if is_plan(plan)}
+
+  def weights(plan, height: bool = False):
+    """The kernel (with a leading unit height for a 1-D conv run as 2-D), in its composite if low-bit."""
+    if not is_plan(plan):
+      return jnp.asarray(plan)[None] if height else jnp.asarray(plan)
+    ints, scale, dtype, axis = plan
+    if height:
+      ints, axis = ints[None], axis + 1
+    w = jnp.asarray(ints.astype(np.float32) * scale)  # exactly the export's weights
+    return _fake_quant(w, dtype, scale, axis) if lowbit else w
 
   def apply(images):
-    def weights(plan):
-      if not is_plan(plan):
-        return jnp.asarray(plan)
-      ints, scale, dtype, axis = plan
-      w = jnp.asarray(ints.astype(np.float32) * scale)  # exactly the export's weights
-      return _fake_quant(w, dtype, scale, axis) if lowbit else w
-
     params = jax.tree.map(weights, planned, is_leaf=is_plan)
 
     def interceptor(next_fun, args, kwargs, context):
       module = context.module
-      if (mode == "dynamic_int8" and isinstance(module, LAYERS) and context.method_name == "__call__"
-          and "/".join(module.path) in quantized_layers):
+      if not (isinstance(module, LAYERS) and context.method_name == "__call__"):
+        return next_fun(*args, **kwargs)
+      name = "/".join(module.path)
+      dynamic = mode == "dynamic_int8" and name in plans
+      if isinstance(module, nn.Conv) and len(module.kernel_size) == 1:
+        kernel = weights(plans.get(name, module.variables["params"]["kernel"]), height=True)
+        return _conv1d_as_2d(module, kernel, args[0], dynamic)
+      if dynamic:
         args = (_dynamic_int8(args[0]),) + tuple(args[1:])
       return next_fun(*args, **kwargs)
 
@@ -126,6 +136,19 @@ def lowbit_function(export: Export, mode: str, lowbit: bool = True):
       return eval_logits(model, params, export.batch_stats, images)
 
   return apply, stored
+
+
+def _conv1d_as_2d(module: nn.Conv, kernel, x, dynamic: bool):
+  """The 1-D conv `module` over (batch, time, channels) as a 2-D conv over a unit height (TFLite has no
+  1-D convolution), its input quantized at run time where `dynamic`."""
+  strides = module.strides or 1
+  strides = (strides,) if isinstance(strides, int) else tuple(strides)
+  padding = module.padding if isinstance(module.padding, str) else ((0, 0), *module.padding)
+  conv = module.clone(parent=None, name=None, kernel_size=(1, *module.kernel_size), strides=(1, *strides),
+                      padding=padding)
+  x = x[:, None]
+  variables = {"kernel": kernel, **({"bias": module.variables["params"]["bias"]} if module.use_bias else {})}
+  return conv.apply({"params": variables}, _dynamic_int8(x) if dynamic else x)[:, 0]
 
 
 def convert(apply, input_shape, batch: int, dynamic: bool) -> bytes:

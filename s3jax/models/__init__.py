@@ -2,8 +2,10 @@
 
 - `resnet`: ImageNet and CIFAR ResNets, and 1-D ResNets over time for speech (`resnet1d_*`);
 - `vit`: Vision Transformers;
+- `mlp`: a multilayer perceptron (the Dense-heavy deployment case);
 - `registry`: `create_model(name, ...)` over all of them.
 """
 from s3jax.models.registry import MODEL_NAMES, create_model, default_quant_patterns
 from s3jax.models.resnet import ResNet
 from s3jax.models.vit import ViT
+from s3jax.models.mlp import MLP

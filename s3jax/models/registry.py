@@ -2,13 +2,14 @@
 import jax.numpy as jnp
 
 from s3jax.errors import ConfigError
-from s3jax.models import resnet, vit
+from s3jax.models import mlp, resnet, vit
 
-MODEL_NAMES = resnet.RESNET_NAMES + tuple(vit.VITS)
+MODEL_NAMES = resnet.RESNET_NAMES + tuple(vit.VITS) + tuple(mlp.MLPS)
 
 
 # (names, builder, the kernels its runs quantize by default) of each model family.
-_FAMILIES = ((resnet.RESNET_NAMES, resnet.resnet, resnet.QUANT_PATTERNS), (tuple(vit.VITS), vit.vit, vit.QUANT_PATTERNS))
+_FAMILIES = ((resnet.RESNET_NAMES, resnet.resnet, resnet.QUANT_PATTERNS), (tuple(vit.VITS), vit.vit, vit.QUANT_PATTERNS),
+             (tuple(mlp.MLPS), mlp.mlp, mlp.QUANT_PATTERNS))
 
 
 def _family(name: str):
