@@ -12,7 +12,8 @@ from helpers import DOC_PAGES, REPO, doc_examples, printed_as_commented, run_doc
 
 S3_LEVELS = {-4.0, -2.0, -1.0, 0.0, 1.0, 2.0, 4.0}
 # Examples that need an export on disk run beside the export they read.
-CHECKED_ELSEWHERE = {"export-load": "test_export.py", "export-stablehlo": "test_export.py"}
+CHECKED_ELSEWHERE = {"export-load": "test_export.py", "export-stablehlo": "test_export.py",
+                     "export-onnx": "test_onnx.py"}
 
 
 def _levels(line: str) -> set[float]:

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import REPO, cli_env, load_config
+from helpers import REPO, cli_env, load_config, run_doc_example
 from s3jax import quant
 from s3jax.deploy import inference, onnx_export
 from s3jax.deploy.export_format import is_quantized, load, write_export
@@ -83,6 +83,8 @@ def test_missing_extra_and_missing_file_are_one_line_errors(tmp_path, monkeypatc
   onnx_export.export_onnx(export)
   with pytest.raises(ConfigError, match="ONNX mode 'int4' is unknown"):
     onnx_export.onnx_apply(export.directory, "int4")
+  with pytest.raises(ConfigError, match="ONNX Runtime refuses the graph jax2onnx"):
+    onnx_export.checked_session(b"not an ONNX graph", "float")
   monkeypatch.setitem(sys.modules, "jax2onnx", None)  # as where the extra is not installed
   with pytest.raises(ConfigError, match=r"needs the onnx extra .*pip install --no-deps -r requirements-onnx"):
     onnx_export.check_installed()
@@ -112,3 +114,5 @@ def test_a_trained_mlp_exports_to_onnx_and_evaluates_like_the_plain_path(tmp_pat
     assert agreement.startswith("agreement with plain: ")
     assert float(agreement.split()[3]) >= (1.0 if mode == "float" else 0.97), agreement
     assert abs(top1(final) - top1(plain)) <= (0 if mode == "float" else 0.02), (final, plain)
+  lines, _ = run_doc_example("export-onnx", {"/tmp/s3_mlp_export": output})  # docs/export.md, on this export
+  assert lines == ["float32 (4, 10)"]

@@ -11,6 +11,7 @@ Modes (ONNX Runtime's `accuracy_level` of each MatMulNBits, set when the file is
 computes in float32 (equal to the plain path to float rounding); 'dynamic_int8' quantizes each such
 layer's input to int8 at run time (the file is written with this one, the fast one).
 """
+import importlib.metadata
 import os
 
 import jax
@@ -39,6 +40,10 @@ def _modules():
   except ImportError as err:
     raise ConfigError(f"ONNX export needs the onnx extra ({err}); install it with `{INSTALL}`.") from None
   return onnx, to_onnx
+
+
+def _version() -> str:
+  return importlib.metadata.version("jax2onnx")  # the package itself has no __version__
 
 
 def check_installed():
@@ -135,18 +140,22 @@ def to_matmul_nbits(model, plan, accuracy_level: int) -> list[str]:
 
 
 def export_onnx(export: Export) -> str:
-  """Writes the export's model.onnx (a symbolic batch), lists it in the manifest, returns its path."""
+  """Writes the export's model.onnx (images -> logits, a symbolic batch), lists it in the manifest, returns
+  its path."""
   onnx, to_onnx = _modules()
   try:
-    model = to_onnx(float_function(export), [("batch", *export.input_shape)])
+    model = to_onnx(float_function(export), [("batch", *export.input_shape)], input_names=["images"],
+                    output_names=["logits"])
   except Exception as err:  # jax2onnx raises plain exceptions for primitives it has no rule for
-    import jax2onnx
-    raise ConfigError(f"jax2onnx {jax2onnx.__version__} could not convert this model "
+    raise ConfigError(f"jax2onnx {_version()} could not convert this model "
                       f"({' '.join(str(err).split())[:200]}); export without --onnx.") from None
   rewritten = to_matmul_nbits(model, _nbits_plan(export), ACCURACY_LEVEL["dynamic_int8"])
   model.ir_version = min(model.ir_version, IR_VERSION)
+  content = model.SerializeToString()
+  checked_session(content, "dynamic_int8")
   path = os.path.join(export.directory, ONNX_FILE)
-  onnx.save(model, path)
+  with open(path, "wb") as f:
+    f.write(content)
   export.manifest = add_file(export.directory, "onnx", ONNX_FILE, input_shape=["batch", *export.input_shape],
                              matmul_nbits=rewritten, accuracy_level=ACCURACY_LEVEL["dynamic_int8"])
   return path
@@ -166,6 +175,16 @@ def session(content: bytes, mode: str):
   options = ort.SessionOptions()
   options.log_severity_level = 3  # errors only: jax2onnx's shape hints draw merge warnings on 1-D convs
   return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+
+
+def checked_session(content: bytes, mode: str):
+  """`session`, or a ConfigError in one line where ONNX Runtime refuses the graph jax2onnx wrote (seen
+  with jax2onnx 0.17.1 on ResNet-20: a shape error at a residual Add)."""
+  try:
+    return session(content, mode)
+  except Exception as err:  # onnxruntime's Fail/InvalidGraph carry no common public base
+    raise ConfigError(f"ONNX Runtime refuses the graph jax2onnx {_version()} wrote for this model "
+                      f"({' '.join(str(err).split())[-160:]}); export without --onnx.") from None
 
 
 def onnx_apply(directory: str, mode: str = "dynamic_int8"):
