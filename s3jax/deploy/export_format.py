@@ -90,6 +90,11 @@ def decode_tree(params):
   return jax.tree.map(lambda x: x.weights() if is_quantized(x) else x, params, is_leaf=is_quantized)
 
 
+def decoded_arrays(params):
+  """`decode_tree` as numpy arrays, decoded in one jitted program: the float constants of an artifact."""
+  return jax.tree.map(np.asarray, jax.jit(decode_tree)(params))
+
+
 @dataclasses.dataclass
 class Export:
   """A loaded export: the manifest, and params (with `QuantizedKernel` leaves) and batch_stats trees."""

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from s3jax.classification import eval_metrics, eval_sums
-from s3jax.deploy.export_format import Export, decode_tree, is_quantized, latent_tree
+from s3jax.deploy.export_format import Export, decode_tree, decoded_arrays, is_quantized, latent_tree
 from s3jax.deploy.manifest import ExportError, add_file, read_manifest, verified_path
 from s3jax.records.eval_program import eval_logits, jit_eval_logits
 
@@ -122,9 +122,9 @@ def export_stablehlo(export: Export) -> str:
   """Serialises the plain path, weights baked in and any batch size, lowered for CPU, CUDA and TPU, into
   the export; returns its path."""
   model = export.create_model()
-  # Decoded once, here: the artifact holds the float weights, so no call pays the int8 -> float decode
-  # (XLA:CPU does not fuse it into the dot: 3x the time of a Dense-heavy model at batch 1).
-  weights = jax.tree.map(np.asarray, jax.jit(decode_tree)(export.params))
+  # Decoded once, here: the artifact holds the float weights, so no call pays the int8 -> float decode,
+  # which XLA:CPU does not fuse into the dot (docs/PERFORMANCE.md).
+  weights = decoded_arrays(export.params)
 
   def apply(images):
     # The barrier keeps XLA from constant-folding the baked weights (BatchNorm's statistics into the
@@ -151,8 +151,8 @@ def export_stablehlo(export: Export) -> str:
 
 def load_stablehlo(directory: str):
   """The export's StableHLO artifact as a jitted callable (images -> logits), after its checksum is checked.
-  Jitted: `Exported.call` alone checks its shapes in Python at every call (2x the time of a Dense-heavy
-  model at batch 1); under `jax.jit` that happens once per input shape."""
+  Jitted: `Exported.call` alone checks its shapes in Python at every call (docs/PERFORMANCE.md: 2.3x the
+  time of the MLP at batch 1); under `jax.jit` that happens once per input shape."""
   manifest = read_manifest(directory)
   if "stablehlo" not in manifest:
     raise ExportError(f"{directory} has no {STABLEHLO}: it was exported with --nostablehlo. Export the run "

@@ -50,6 +50,13 @@ def interpreter_class():
   return Interpreter
 
 
+def storage_type(q) -> str | None:
+  """'i4' or 'i8': the narrowest type holding every level of quantizer `q` over its smallest magnitude
+  (not only those a kernel reaches); None where they pass int8's 127."""
+  top = int(q.magnitudes()[-1] / q.magnitudes()[0])
+  return "i4" if top <= 7 else "i8" if top <= 127 else None
+
+
 def integer_levels(name: str, kernel) -> tuple[np.ndarray, np.ndarray, str, int]:
   """(integers, per-channel scale, 'i4' or 'i8', quantization dimension) with `integers * scale ==
   kernel.weights()`: the levels over the method's smallest magnitude (a power of two), and the scale times
@@ -58,11 +65,10 @@ def integer_levels(name: str, kernel) -> tuple[np.ndarray, np.ndarray, str, int]
   q = kernel.quantizer
   unit = float(q.magnitudes()[0])
   ints = np.asarray(kernel.unscaled(), np.float64) / unit  # levels and unit are powers of two: exact
-  top = int(q.magnitudes()[-1] / unit)
-  if top > 127:
-    raise ConfigError(f"{name}: {q.describe()} levels reach {top} times {unit}, beyond int8's 127; export it "
-                      "at a lower bit width, or without --litert.")
-  dtype = "i4" if top <= 7 else "i8"
+  dtype = storage_type(q)
+  if dtype is None:
+    raise ConfigError(f"{name}: {q.describe()} levels reach {int(q.magnitudes()[-1] / unit)} times {unit}, "
+                      "beyond int8's 127; export it at a lower bit width, or without --litert.")
   factor = kernel.scale_factor()
   factor = np.ones(()) if factor is None else np.asarray(factor, np.float64)
   if factor.ndim > 1:
@@ -91,20 +97,18 @@ def lowbit_function(export: Export, mode: str, lowbit: bool = True):
   same weights as float32 constants, the LiteRT float baseline) and, for 'dynamic_int8', their layers'
   inputs quantized at run time. Returns (function, {kernel path: its integer type})."""
   model = export.create_model()
-  stored = {}
+  stored, plans = {}, {}  # {kernel path: its type}, {layer path: its plan}
 
   def kernel(path, leaf):
     if not is_quantized(leaf):
       return np.asarray(leaf)
     name = path_name(path)
-    ints, scale, dtype, axis = integer_levels(name, leaf)
-    stored[name] = dtype
-    return ints, scale, dtype, axis
+    plan = integer_levels(name, leaf)
+    stored[name], plans[name.rsplit("/", 1)[0]] = plan[2], plan
+    return plan
 
   planned = jax.tree_util.tree_map_with_path(kernel, export.params, is_leaf=is_quantized)
   is_plan = lambda x: isinstance(x, tuple)
-  plans = {"/".join(str(k.key) for k in path[:-1]): plan
-           for path, plan in jax.tree_util.tree_flatten_with_path(planned, is_leaf=is_plan)[0] if is_plan(plan)}
 
   def weights(plan, height: bool = False):
     """The kernel (with a leading unit height for a 1-D conv run as 2-D), in its composite if low-bit."""

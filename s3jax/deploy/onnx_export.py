@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from s3jax.deploy.export_format import Export, is_quantized
-from s3jax.deploy.litert import integer_levels
+from s3jax.deploy.export_format import Export, decoded_arrays, is_quantized
+from s3jax.deploy.litert import integer_levels, storage_type
 from s3jax.deploy.manifest import ExportError, add_file, read_manifest, verified_path
 from s3jax.errors import ConfigError
 from s3jax.quant.tree import path_name
@@ -60,11 +60,11 @@ def runtime():
   return onnxruntime
 
 
-def float_function(export: Export):
-  """images -> logits: the plain path on the decoded float32 weights (closed over as constants)."""
+def float_function(export: Export, weights=None):
+  """images -> logits: the plain path on the decoded float32 weights (`decoded_arrays`, or `weights` if
+  already decoded), closed over as constants."""
   model = export.create_model()
-  weights = jax.tree.map(lambda x: np.asarray(x.weights()) if is_quantized(x) else np.asarray(x),
-                         export.params, is_leaf=is_quantized)
+  weights = decoded_arrays(export.params) if weights is None else weights
   return lambda images: eval_logits(model, weights, export.batch_stats, images)
 
 
@@ -80,20 +80,18 @@ def packed_4bit(ints: np.ndarray, scale: np.ndarray):
   return (q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8), np.repeat(scale[:, None], blocks, 1).ravel()
 
 
-def _nbits_plan(export: Export) -> dict[bytes, tuple[str, np.ndarray, np.ndarray]]:
-  """{float32 bytes of a Dense kernel: (its path, integers, scale)} for each quantized 2-D kernel whose
-  levels fit 4 bits."""
+def _nbits_plan(export: Export, weights) -> dict[bytes, tuple[str, np.ndarray, np.ndarray]]:
+  """{float32 bytes of a Dense kernel as in `weights` (the graph's initializer): (its path, integers,
+  scale)} for each quantized 2-D kernel whose method's levels fit 4 bits."""
   plan = {}
 
-  def visit(path, leaf):
-    if is_quantized(leaf) and np.ndim(leaf.codes) == 2:
+  def visit(path, leaf, weight):
+    if is_quantized(leaf) and np.ndim(leaf.codes) == 2 and storage_type(leaf.quantizer) == "i4":
       name = path_name(path)
-      ints, scale, dtype, _ = integer_levels(name, leaf)
-      if dtype == "i4":
-        plan[np.asarray(leaf.weights(), np.float32).tobytes()] = (name, ints, scale)
-    return leaf
+      ints, scale, _, _ = integer_levels(name, leaf)
+      plan[np.asarray(weight, np.float32).tobytes()] = (name, ints, scale)
 
-  jax.tree_util.tree_map_with_path(visit, export.params, is_leaf=is_quantized)
+  jax.tree_util.tree_map_with_path(visit, export.params, weights, is_leaf=is_quantized)
   return plan
 
 
@@ -108,7 +106,9 @@ def to_matmul_nbits(model, plan, accuracy_level: int) -> list[str]:
     weight = initializers.get(node.input[1]) if node.op_type in ("MatMul", "Gemm") and len(node.input) > 1 else None
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     value = None if weight is None else numpy_helper.to_array(weight)
-    if value is not None and value.ndim == 2 and attrs.get("transA", 0) == 0 and attrs.get("alpha", 1.0) == 1.0:
+    bias_as_is = len(node.input) < 3 or attrs.get("beta", 1.0) == 1.0  # jax2onnx writes beta 0 without one
+    plain = attrs.get("transA", 0) == 0 and attrs.get("alpha", 1.0) == 1.0 and bias_as_is
+    if value is not None and value.ndim == 2 and plain:
       value = value.T if attrs.get("transB", 0) else value
       entry = plan.get(np.ascontiguousarray(value, np.float32).tobytes())
     else:
@@ -142,14 +142,15 @@ def to_matmul_nbits(model, plan, accuracy_level: int) -> list[str]:
 def export_onnx(export: Export) -> str:
   """Writes the export's model.onnx (images -> logits, a symbolic batch), lists it in the manifest, returns
   its path."""
-  onnx, to_onnx = _modules()
+  _, to_onnx = _modules()
+  weights = decoded_arrays(export.params)
   try:
-    model = to_onnx(float_function(export), [("batch", *export.input_shape)], input_names=["images"],
+    model = to_onnx(float_function(export, weights), [("batch", *export.input_shape)], input_names=["images"],
                     output_names=["logits"])
   except Exception as err:  # jax2onnx raises plain exceptions for primitives it has no rule for
     raise ConfigError(f"jax2onnx {_version()} could not convert this model "
                       f"({' '.join(str(err).split())[:200]}); export without --onnx.") from None
-  rewritten = to_matmul_nbits(model, _nbits_plan(export), ACCURACY_LEVEL["dynamic_int8"])
+  rewritten = to_matmul_nbits(model, _nbits_plan(export, weights), ACCURACY_LEVEL["dynamic_int8"])
   model.ir_version = min(model.ir_version, IR_VERSION)
   content = model.SerializeToString()
   checked_session(content, "dynamic_int8")
