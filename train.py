@@ -56,13 +56,21 @@ def main(argv):
   del argv
   # Imported after flag parsing, so --help stays fast.
   from s3jax.cli import config_value, exit_with_error_line
+  from s3jax.config import validate_config
   from s3jax.errors import CheckpointSaveError, ConfigError
+
+  config = config_value(_CONFIG)
+  try:
+    validate_config(config)  # its plain values, before jax loads: a bad value costs a second, not several
+  except ConfigError as err:
+    if _PROCESS_ID.value in (None, 0):  # before jax, the process index is the flag's
+      _log_to_workdir(_WORKDIR.value)(f"error: {err}", pylogging.ERROR)
+    raise SystemExit(f"error: {err}") from None
   from s3jax.classification import format_final
   from s3jax.training.guards import Preempted, TrainingStopped
   from s3jax.training.loop import train_and_evaluate
   from s3jax.training.sharding import initialize_distributed
 
-  config = config_value(_CONFIG)
   process = initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                    _DISTRIBUTED_TIMEOUT.value)
   if process == 0:

@@ -2,7 +2,6 @@
 libraries' INFO chatter stays out of the log."""
 import ast
 import contextlib
-import gc
 import io
 import logging
 import os
@@ -96,17 +95,6 @@ def quiet_library_info(record) -> bool:
   return True
 
 
-def _unraisable(frame) -> bool:
-  """Whether `frame` (or a caller) is a garbage-collector callback or a __del__: an exception raised
-  there is printed and dropped, so a KeyboardInterrupt raised there would be lost."""
-  callbacks = {getattr(cb, "__code__", None) for cb in gc.callbacks}
-  while frame is not None:
-    if frame.f_code in callbacks or frame.f_code.co_name == "__del__":
-      return True
-    frame = frame.f_back
-  return False
-
-
 _INTERRUPTED = threading.Event()  # a Ctrl-C arrived
 
 
@@ -117,18 +105,27 @@ def _raise_interrupt(signum, frame):
     # the real stderr.
     sys.stderr = io.StringIO()
   _INTERRUPTED.set()
-  if _unraisable(frame):  # e.g. jax's gc callback: deliver the signal again once that has returned
-    threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
-    return
   raise KeyboardInterrupt
 
 
 @contextlib.contextmanager
 def exit_on_interrupt(consequence: str):
   """Ctrl-C inside the block ends the process with one line, 'error: interrupted (Ctrl-C); <consequence>.',
-  and status 130, without a traceback (the block cleans up on its way out). The interrupt is raised only
-  where Python will not drop it (not inside a garbage-collector callback)."""
+  and status 130, without a traceback (the block cleans up on its way out). An interrupt that Python
+  drops (raised inside a garbage-collector or weakref callback, or a __del__) is delivered again."""
   previous = signal.signal(signal.SIGINT, _raise_interrupt)
+  previous_hook = sys.unraisablehook
+
+  def redeliver_dropped_interrupt(unraisable):
+    # A KeyboardInterrupt raised in a callback of the garbage collector (jax's runs at every collection),
+    # of a weakref (jax's caches hold many) or in a __del__ is printed and dropped by Python, and the work
+    # would go on as if no Ctrl-C had come: deliver the signal again, once the callback has returned.
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+      threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+    else:
+      previous_hook(unraisable)
+
+  sys.unraisablehook = redeliver_dropped_interrupt
   try:
     yield
   except KeyboardInterrupt:
@@ -141,6 +138,7 @@ def exit_on_interrupt(consequence: str):
     raise
   finally:
     signal.signal(signal.SIGINT, previous)
+    sys.unraisablehook = previous_hook
 
 
 def _exit_interrupted(consequence: str):
@@ -165,10 +163,10 @@ def exit_with_error_line(message: str):
 def run(main, interrupted: str | None = None):
   """What every shell runs: `app.run(main)` with `parse_flags`; stray arguments refused; libraries' INFO
   chatter filtered (`quiet_library_info`) and Orbax's background errors after a failure kept to one log
-line (`records.checkpoints.quiet_orbax_background_errors`); a ConfigError from `main` ending in its one
-`error:` line, the console's last (`exit_with_error_line`); and,
-  with `interrupted`, Ctrl-C anywhere in `main` ending in one line that says it (what was and was not
-  done). train.py passes none: its trainer saves a checkpoint on Ctrl-C."""
+  line (`records.background_errors.quiet_orbax_background_errors`); a ConfigError from `main` ending in its one
+  `error:` line, the console's last (`exit_with_error_line`); and, with `interrupted`, Ctrl-C from the
+  flags' parsing on (the imports of jax and Orbax included) ending in one line that says it (what was and
+  was not done). train.py passes none: its trainer saves a checkpoint on Ctrl-C."""
   from absl import logging as absl_logging
 
   from s3jax.errors import ConfigError
@@ -177,14 +175,15 @@ line (`records.checkpoints.quiet_orbax_background_errors`); a ConfigError from `
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     absl_logging.get_absl_handler().addFilter(quiet_library_info)
-    from s3jax.records.checkpoints import quiet_orbax_background_errors  # imports jax: after --help
+    from s3jax.records.background_errors import quiet_orbax_background_errors
     quiet_orbax_background_errors()
-    with exit_on_interrupt(interrupted) if interrupted else contextlib.nullcontext():
-      try:
-        return main(argv)
-      except ConfigError as err:
-        if interrupted and _INTERRUPTED.is_set():  # a read that Ctrl-C cut short: say what happened
-          _exit_interrupted(interrupted)
-        exit_with_error_line(str(err))
+    try:
+      return main(argv)
+    except ConfigError as err:
+      if interrupted and _INTERRUPTED.is_set():  # a read that Ctrl-C cut short: say what happened
+        _exit_interrupted(interrupted)
+      exit_with_error_line(str(err))
 
-  app.run(guarded, flags_parser=parse_flags)
+  # From the first import of jax on: a Ctrl-C in the seconds a tool spends importing is the same one line.
+  with exit_on_interrupt(interrupted) if interrupted else contextlib.nullcontext():
+    app.run(guarded, flags_parser=parse_flags)
