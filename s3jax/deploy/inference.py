@@ -35,8 +35,9 @@ def plain_apply(export: Export):
   rebuilt from the codes (`latent_tree`). The same program on the same weights: its logits equal the
   trainer's evaluation of the checkpoint bit for bit, on any CPU."""
   apply = jit_eval_logits(export.create_model())
-  # On the device once: numpy leaves would be copied over at every call.
-  variables = jax.device_put({"params": latent_tree(export.params), "batch_stats": export.batch_stats})
+  # On the device once (numpy leaves would be copied over at every call); the latents rebuilt in one
+  # program (op by op, each kernel shape compiled programs of its own).
+  variables = jax.device_put({"params": jax.jit(latent_tree)(export.params), "batch_stats": export.batch_stats})
   return lambda images: apply(variables, images)
 
 
