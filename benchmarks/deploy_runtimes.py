@@ -12,8 +12,9 @@ Random 3-bit S3 latents (or --export's codes), side by side and interleaved, med
 - LiteRT float32, LiteRT low-bit (int4/int8 weights, float activations), LiteRT dynamic int8;
 - ONNX float32, ONNX MatMulNBits (4-bit Dense kernels, float compute), ONNX MatMulNBits int8 (int8
   activations, accuracy_level 4).
-Peak RAM (with --ram, at the first batch): each variant loads and runs once in a process of its own;
-the growth of its peak resident set over what the imports left. Prints a table, the CPU (and whether it
+Peak RAM (with --ram, at the first batch): each variant loads and runs once in a process of its own,
+which imports only what it needs (no jax for LiteRT and ONNX Runtime); the growth of its peak resident
+set over what the imports left. Prints a table, the CPU (and whether it
 has AVX-512 and VNNI), and one JSON line last.
 """
 import json
@@ -31,7 +32,7 @@ from absl import app, flags
 
 from benchlib import initial_variables
 from s3jax.cli import parse_flags
-from s3jax.deploy import inference, litert, onnx_export
+from s3jax.deploy import inference, litert, onnx_export, runtimes
 from s3jax.deploy.export_format import decode_tree, load, write_export
 from s3jax.deploy.manifest import read_manifest, write_manifest
 from s3jax.errors import ConfigError
@@ -115,36 +116,52 @@ def runner(variant: str, directory: str, files: dict):
   with open(files[variant], "rb") as f:
     content = f.read()
   if variant in LITERT:
-    return litert.interpreter_runner(content)
-  session = onnx_export.session(content, ONNX[variant] or "float")
-  name = session.get_inputs()[0].name
-  return lambda x: session.run(None, {name: np.asarray(x, np.float32)})[0]
+    return runtimes.interpreter_runner(content)
+  return runtimes.onnx_runner(runtimes.onnx_session(content, ONNX[variant] or "float"))
 
 
-def _rss_kb(field: str) -> int:
+# A peak-RAM child: imports what its variant needs (the LiteRT and ONNX runtimes without jax), then
+# measures how far loading the file and running one batch raise its peak resident set.
+_CHILD = """
+import json, sys
+variant, directory, files, batch, shape, onnx_mode = json.loads(sys.stdin.read())
+if variant.startswith("LiteRT"):
+  from s3jax.deploy.runtimes import interpreter_class, interpreter_runner
+  interpreter_class()
+  load = lambda: interpreter_runner(open(files[variant], "rb").read())
+elif variant.startswith("ONNX"):
+  import onnx
+  from s3jax.deploy.runtimes import onnx_runner, onnx_runtime, onnx_session
+  onnx_runtime()
+  load = lambda: onnx_runner(onnx_session(open(files[variant], "rb").read(), onnx_mode))
+else:
+  sys.argv = sys.argv[:1]
+  sys.path.insert(0, "benchmarks")
+  import deploy_runtimes
+  load = lambda: deploy_runtimes.runner(variant, directory, files)
+import numpy as np
+
+def rss_kb(field):
   with open("/proc/self/status") as f:
     return next(int(line.split()[1]) for line in f if line.startswith(field))
 
+with open("/proc/self/clear_refs", "w") as f:
+  f.write("5")  # resets the peak (VmHWM) to the present resident set
+before = rss_kb("VmRSS:")
+load()(np.zeros((batch, *shape), np.float32))
+print(json.dumps((rss_kb("VmHWM:") - before) / 1024))
+"""
 
-def peak_ram_mb(variant: str, directory: str, files: dict, batch: int) -> float:
-  """MB by which loading and running `variant` once raises a fresh process's peak resident set."""
-  code = ("import json, sys; sys.argv = sys.argv[:1]; sys.path.insert(0, 'benchmarks');"
-          "import deploy_runtimes as d; print(json.dumps(d.child_peak(*json.loads(sys.stdin.read()))))")
-  result = subprocess.run([sys.executable, "-c", code], input=json.dumps([variant, directory, files, batch]),
-                          capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+
+def peak_ram_mb(variant: str, directory: str, files: dict, batch: int, shape) -> float:
+  """MB by which loading and running `variant` once raises a fresh process's peak resident set, over what
+  its imports left."""
+  spec = json.dumps([variant, directory, files, batch, list(shape), ONNX.get(variant) or "float"])
+  result = subprocess.run([sys.executable, "-c", _CHILD], input=spec, capture_output=True, text=True,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   if result.returncode:
     raise RuntimeError(f"{variant}: {result.stderr[-1500:]}")
   return json.loads(result.stdout.strip().splitlines()[-1])
-
-
-def child_peak(variant, directory, files, batch) -> float:
-  with open("/proc/self/clear_refs", "w") as f:
-    f.write("5")  # resets the peak (VmHWM) to the present resident set
-  before = _rss_kb("VmRSS:")
-  run = runner(variant, directory, files)
-  shape = load(directory).input_shape
-  run(np.zeros((batch, *shape), np.float32))
-  return (_rss_kb("VmHWM:") - before) / 1024
 
 
 def measure(model: str, batch: int, args, rows: list) -> dict:
@@ -169,7 +186,7 @@ def measure(model: str, batch: int, args, rows: list) -> dict:
         start = time.perf_counter()
         run(images)
         times[name].append(time.perf_counter() - start)
-    ram = {name: peak_ram_mb(name, directory, files, batch) for name in runs} if args.ram else {}
+    ram = {name: peak_ram_mb(name, directory, files, batch, shape) for name in runs} if args.ram else {}
     med = {name: statistics.median(t) for name, t in times.items()}
     size = {name: os.path.getsize(path) for name, path in files.items()}
   for name in runs:

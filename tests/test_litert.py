@@ -10,13 +10,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import REPO, cli_env, load_config
+from helpers import REPO, cli_env, load_config, random_variables
 from s3jax import data, quant
-from s3jax.deploy import inference, litert
+from s3jax.deploy import inference, litert, runtimes
 from s3jax.deploy.export_format import is_quantized, load, write_export
+from s3jax.deploy.from_workdir import evaluate_export
 from s3jax.errors import ConfigError
-from s3jax.models import create_model, default_quant_patterns
 from s3jax.quant.conversion import batchnorm_after
+from s3jax.quant.interface import is_latent
 from s3jax.quant.tree import path_name
 from s3jax.training.loop import train_and_evaluate
 
@@ -26,20 +27,18 @@ SPEC = {"shape": [8, 8, 1], "mean": [0.0], "std": [1.0], "pixels": "test"}
 
 def _export(tmp_path, method, bits, scale="none", name="resnet8", shape=(8, 8, 1)):
   """`name` with random latents of `method` (its default kernels), written as an export and loaded back."""
-  model = create_model(name, 10)
-  variables = model.init(jax.random.key(0), jnp.zeros((1, *shape)), train=False)
+  params, batch_stats = random_variables(name, shape, quant.quantizer(method, bits, scale=scale))
   rng = np.random.default_rng(bits)  # BatchNorms as after training: a factor of their own per channel
-  variables = jax.tree.map(lambda x: jnp.asarray(rng.uniform(0.5, 2.0, x.shape), x.dtype), variables)
-  q = quant.quantizer(method, bits, scale=scale)
-  params = quant.to_latents(variables["params"], quant.rules_for(default_quant_patterns(name), q), jax.random.key(1))
+  randomized = lambda x: x if is_latent(x) else jnp.asarray(rng.uniform(0.5, 2.0, x.shape), x.dtype)
+  params = jax.tree.map(randomized, params, is_leaf=is_latent)
+  batch_stats = jax.tree.map(randomized, batch_stats)
   spec = {**SPEC, "shape": list(shape), "mean": [0.0] * shape[-1], "std": [1.0] * shape[-1]}
-  write_export(params, variables.get("batch_stats", {}), str(tmp_path), model=name, num_classes=10, input_spec=spec,
-               step=0)
+  write_export(params, batch_stats, str(tmp_path), model=name, num_classes=10, input_spec=spec, step=0)
   return load(str(tmp_path))
 
 
 def _interpreter(path):
-  interpreter = litert.interpreter_class()(model_path=path)
+  interpreter = runtimes.interpreter_class()(model_path=path)
   interpreter.allocate_tensors()
   return interpreter
 
@@ -127,12 +126,13 @@ def test_levels_beyond_int8_and_unknown_modes_are_one_line_errors(tmp_path, monk
 
 @pytest.mark.slow
 def test_a_trained_run_exports_to_litert_and_evaluates_like_the_plain_path(tmp_path):
-  """export.py --litert, then evaluate.py --path=litert in both modes: the float file gives the plain
-  path's logits on the test split; dynamic int8 activations agree on at least 97% of the top-1 classes
-  (12 steps leave small margins: 98.9% measured; the 20-epoch demo agrees on 99.8%).
-  The low-bit file is at most 1/6 of the same network's float32 LiteRT file."""
+  """export.py --litert, then evaluate.py --path=litert --litert_mode=dynamic_int8: its top-1 classes agree
+  with the plain path's on at least 97% of the test split (12 steps leave small margins: 98.9% measured;
+  the 20-epoch demo agrees on 99.8%). The float file, evaluated as evaluate.py does (the same function),
+  gives the plain path's logits and top-1."""
   workdir, output = str(tmp_path / "run"), str(tmp_path / "export")
-  train_and_evaluate(load_config("digits", total_steps=12, eval_every_steps=12, log_every_steps=6), workdir)
+  config = load_config("digits", total_steps=12, eval_every_steps=12, log_every_steps=6)
+  train_and_evaluate(config, workdir)
 
   def run(script, *args):
     result = subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=REPO, env=cli_env(1),
@@ -143,17 +143,18 @@ def test_a_trained_run_exports_to_litert_and_evaluates_like_the_plain_path(tmp_p
   lines = run("export.py", f"--workdir={workdir}", f"--output={output}", "--nostablehlo",
               "--litert=float,dynamic_int8", "--litert_batch=1,50")
   assert sum(line.startswith("LiteRT ") and line.endswith("weights as i4") for line in lines) == 4
-  plain = run("evaluate.py", f"--export={output}")[-1]
-  for mode in ("float", "dynamic_int8"):
-    final, agreement = run("evaluate.py", f"--export={output}", "--path=litert", f"--litert_mode={mode}")[-2:]
-    share = float(agreement.split()[3])
-    assert agreement.startswith("agreement with plain: ") and share >= (1.0 if mode == "float" else 0.97)
-    top1 = lambda line: float(line.split()[3])
-    assert abs(top1(final) - top1(plain)) <= (0 if mode == "float" else 0.02), (final, plain)
+  final, agreement = run("evaluate.py", f"--export={output}", "--path=litert", "--litert_mode=dynamic_int8")[-2:]
+  dataset = data.create_dataset(config)
+  plain, plain_predictions, _ = evaluate_export(config, output, "plain", dataset=dataset)
+  assert agreement.startswith("agreement with plain: ") and float(agreement.split()[3]) >= 0.97, agreement
+  assert final.startswith("final eval/top1 = ") and abs(float(final.split()[3]) - plain["eval/top1"]) <= 0.02
+  floats, float_predictions, _ = evaluate_export(config, output, "litert", "float", dataset=dataset)
+  assert floats["eval/top1"] == plain["eval/top1"]
+  np.testing.assert_array_equal(float_predictions, plain_predictions)
   export = load(output)
-  dataset_images = np.concatenate([b["image"] for b in data.create_dataset(load_config("digits")).eval_batches()])
-  reference = np.asarray(inference.plain_apply(export)(dataset_images))
-  got = np.asarray(litert.litert_apply(output, "float")(dataset_images))
+  images = np.concatenate([b["image"] for b in dataset.eval_batches()])
+  reference = np.asarray(inference.plain_apply(export)(images))
+  got = np.asarray(litert.litert_apply(output, "float")(images))
   np.testing.assert_allclose(got, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
 
 

@@ -21,14 +21,15 @@ import numpy as np
 
 from s3jax.deploy.export_format import Export, is_quantized
 from s3jax.deploy.manifest import ExportError, file_entry, read_manifest, verified_path, write_manifest
+from s3jax.deploy.runtimes import LITERT_INSTALL, interpreter_runner
 from s3jax.errors import ConfigError
 from s3jax.quant.tree import path_name
 from s3jax.records.eval_program import eval_logits
 
 MODES = ("float", "dynamic_int8")
-# What `pip install` needs besides s3jax's own requirements (requirements-litert.txt, installed --no-deps:
-# litert-converter pins an old typing-extensions through xdsl, which its conversion never imports).
-INSTALL = "pip install --no-deps -r requirements-litert.txt"
+# requirements-litert.txt, installed --no-deps: litert-converter pins an old typing-extensions through
+# xdsl, which its conversion never imports.
+INSTALL = LITERT_INSTALL
 LAYERS = (nn.Conv, nn.Dense, nn.DenseGeneral)
 
 
@@ -40,14 +41,6 @@ def converter():
   except ImportError as err:
     raise ConfigError(f"LiteRT export needs the litert extra ({err}); install it with `{INSTALL}`.") from None
   return converter_api_ext, ir, passmanager
-
-
-def interpreter_class():
-  try:
-    from ai_edge_litert.interpreter import Interpreter
-  except ImportError as err:
-    raise ConfigError(f"the LiteRT path needs ai-edge-litert ({err}); install it with `{INSTALL}`.") from None
-  return Interpreter
 
 
 def storage_type(q) -> str | None:
@@ -223,26 +216,3 @@ def litert_apply(directory: str, mode: str = "dynamic_int8"):
   with open(verified_path(directory, entry), "rb") as f:
     run = interpreter_runner(f.read())
   return lambda images: jnp.asarray(run(images))
-
-
-def interpreter_runner(content: bytes):
-  """images -> logits (numpy) by the LiteRT flatbuffer `content`, any number of images: cut into its batch,
-  a last short piece padded with zeros and the padding dropped."""
-  interpreter = interpreter_class()(model_content=content)
-  interpreter.allocate_tensors()
-  (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-  batch = int(inp["shape"][0])
-
-  def run(images):
-    images = np.asarray(images, np.float32)
-    pieces = []
-    for start in range(0, len(images), batch):
-      piece = images[start:start + batch]
-      if len(piece) < batch:
-        piece = np.concatenate([piece, np.zeros((batch - len(piece), *piece.shape[1:]), np.float32)])
-      interpreter.set_tensor(inp["index"], piece)
-      interpreter.invoke()
-      pieces.append(np.array(interpreter.get_tensor(out["index"]))[:len(images) - start])
-    return np.concatenate(pieces)
-
-  return run

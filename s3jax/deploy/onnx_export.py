@@ -21,14 +21,13 @@ import numpy as np
 from s3jax.deploy.export_format import Export, decoded_arrays, is_quantized
 from s3jax.deploy.litert import integer_levels, storage_type
 from s3jax.deploy.manifest import ExportError, add_file, read_manifest, verified_path
+from s3jax.deploy.runtimes import ACCURACY_LEVEL, ONNX_INSTALL, onnx_runner, onnx_runtime, onnx_session
 from s3jax.errors import ConfigError
 from s3jax.quant.tree import path_name
 from s3jax.records.eval_program import eval_logits
 
 ONNX_FILE = "model.onnx"
-MODES = ("float", "dynamic_int8")
-ACCURACY_LEVEL = {"float": 1, "dynamic_int8": 4}  # ONNX Runtime: 1 = float32 compute, 4 = int8 compute
-INSTALL = "pip install --no-deps -r requirements-onnx.txt"
+INSTALL = ONNX_INSTALL
 BLOCK = 32  # MatMulNBits' block along the input axis (one scale per output channel: repeated per block)
 IR_VERSION = 10  # what onnxruntime 1.31 reads (onnx 1.23 writes 11 by default)
 
@@ -49,15 +48,7 @@ def _version() -> str:
 def check_installed():
   """A ConfigError naming the install command where jax2onnx, onnx or onnxruntime is missing."""
   _modules()
-  runtime()
-
-
-def runtime():
-  try:
-    import onnxruntime
-  except ImportError as err:
-    raise ConfigError(f"the ONNX path needs onnxruntime ({err}); install it with `{INSTALL}`.") from None
-  return onnxruntime
+  onnx_runtime()
 
 
 def float_function(export: Export, weights=None):
@@ -162,27 +153,11 @@ def export_onnx(export: Export) -> str:
   return path
 
 
-def session(content: bytes, mode: str):
-  """An ONNX Runtime session of the ONNX file `content`, its MatMulNBits set to `mode`'s accuracy level."""
-  onnx, ort = _modules()[0], runtime()
-  if mode not in MODES:
-    raise ConfigError(f"ONNX mode {mode!r} is unknown; use one of {MODES}.")
-  model = onnx.load_from_string(content)
-  for node in model.graph.node:
-    if node.op_type == "MatMulNBits":
-      for attr in node.attribute:
-        if attr.name == "accuracy_level":
-          attr.i = ACCURACY_LEVEL[mode]
-  options = ort.SessionOptions()
-  options.log_severity_level = 3  # errors only: jax2onnx's shape hints draw merge warnings on 1-D convs
-  return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
-
-
 def checked_session(content: bytes, mode: str):
-  """`session`, or a ConfigError in one line where ONNX Runtime refuses the graph jax2onnx wrote (seen
+  """`onnx_session`, or a ConfigError in one line where ONNX Runtime refuses the graph jax2onnx wrote (seen
   with jax2onnx 0.17.1 on ResNet-20: a shape error at a residual Add)."""
   try:
-    return session(content, mode)
+    return onnx_session(content, mode)
   except Exception as err:  # onnxruntime's Fail/InvalidGraph carry no common public base
     raise ConfigError(f"ONNX Runtime refuses the graph jax2onnx {_version()} wrote for this model "
                       f"({' '.join(str(err).split())[-160:]}); export without --onnx.") from None
@@ -194,6 +169,5 @@ def onnx_apply(directory: str, mode: str = "dynamic_int8"):
   if "onnx" not in manifest:
     raise ExportError(f"{directory} has no {ONNX_FILE}: export with --onnx.")
   with open(verified_path(directory, manifest["onnx"]), "rb") as f:
-    run = session(f.read(), mode)
-  name = run.get_inputs()[0].name
-  return lambda images: jnp.asarray(run.run(None, {name: np.asarray(images, np.float32)})[0])
+    run = onnx_runner(onnx_session(f.read(), mode))
+  return lambda images: jnp.asarray(run(images))
