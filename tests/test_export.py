@@ -11,13 +11,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import REPO, cli_env, load_config, printed_as_commented, doc_examples, run_doc_example
+from helpers import REPO, cli_env, load_config, printed_as_commented, doc_examples, random_variables, run_doc_example
 from s3jax import quant
 from s3jax.deploy.from_workdir import checkpoint_apply, restore_variables
 from s3jax.deploy.export_format import ExportError, load, pack_indices, unpack_indices, write_export
 from s3jax.deploy.inference import evaluate_apply, plain_apply, shift_add_apply
 from s3jax.data import create_dataset
-from s3jax.models import create_model, default_quant_patterns
+from s3jax.models import create_model
 from s3jax.quant.tree import latents_with_paths, path_name
 from s3jax.records.eval_program import jit_eval_logits
 from s3jax.records.workdir_files import read_config, read_metrics
@@ -136,8 +136,8 @@ def test_three_inference_paths_against_the_trainer(exported):
       f"x = np.load({os.path.join(output, '..', 'images.npy')!r})\n"
       f"np.save({os.path.join(output, '..', 'logits.npy')!r}, np.asarray(run(x)))\n"
       "assert not any(m.startswith('s3jax') for m in sys.modules if sys.modules[m] is not None)\n")
-  result = subprocess.run([sys.executable, "-c", script], env=cli_env(1), capture_output=True, text=True,
-                          timeout=120, cwd="/")
+  result = subprocess.run([sys.executable, "-c", script], env=cli_env(1, compiled_as_here=True), capture_output=True,
+                          text=True, timeout=120, cwd="/")
   assert result.returncode == 0, result.stderr[-2000:]
   np.testing.assert_array_equal(np.load(os.path.join(output, "..", "logits.npy")), reference)
 
@@ -215,16 +215,14 @@ def test_other_methods_round_trip_and_run_without_multiplications(method, scale,
   """Random latents of another method, with a scale, on ResNet-8: codes, decoded kernels and both paths.
   DeepShift-Q with exact zeros also needs the 4-bit layer and the 8-level tables without 0."""
   model = create_model("resnet8", 10)
-  variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)), train=False)
-  q = quant.quantizer(method, 3, scale=scale)
-  params = quant.to_latents(variables["params"], quant.rules_for(default_quant_patterns("resnet8"), q), jax.random.key(1))
+  params, batch_stats = random_variables("resnet8", (8, 8, 1), quant.quantizer(method, 3, scale=scale))
   if method == "deepshift_q":  # exact zeros next to all eight signed powers of two need a 4th bit
     path = ["stage1_block0", "conv1", "kernel"]
     scaled = params[path[0]][path[1]][path[2]]
     latent = dataclasses.replace(scaled.latent, weight=scaled.latent.weight.at[0, 0, 0, :3].set(0.0))
     params[path[0]][path[1]][path[2]] = dataclasses.replace(scaled, latent=latent)
   spec = {"shape": [8, 8, 1], "mean": [0.0], "std": [1.0], "pixels": "test"}
-  manifest = write_export(params, variables["batch_stats"], str(tmp_path), model="resnet8", num_classes=10,
+  manifest = write_export(params, batch_stats, str(tmp_path), model="resnet8", num_classes=10,
                           input_spec=spec, step=0)
   loaded = load(str(tmp_path))
   widths = {e["bits_per_weight"] for e in manifest["arrays"].values() if e["kind"] == "codes"}
@@ -236,7 +234,7 @@ def test_other_methods_round_trip_and_run_without_multiplications(method, scale,
     np.testing.assert_array_equal(node.weights(), quant.materialize(kernel), err_msg=path)
   images = jax.random.normal(jax.random.key(2), (4, 8, 8, 1))
   # The trainer's evaluation program, on the trained latents; the plain path runs it on rebuilt ones.
-  reference = jit_eval_logits(model)({"params": params, "batch_stats": variables["batch_stats"]}, images)
+  reference = jit_eval_logits(model)({"params": params, "batch_stats": batch_stats}, images)
   np.testing.assert_array_equal(plain_apply(loaded)(images), reference)
   np.testing.assert_allclose(shift_add_apply(loaded)(images), reference, rtol=1e-4,
                              atol=1e-4 * float(jnp.abs(reference).max()))

@@ -20,7 +20,7 @@ from s3jax.quant.tree import latents_with_paths
 from s3jax.training.loop import train_and_evaluate
 from s3jax.records.eval_program import jit_eval_logits
 
-from helpers import load_config
+from helpers import load_config, random_variables
 
 
 def test_spoken_digits_are_the_files_recordings_padded_and_normalised_per_coefficient():
@@ -114,10 +114,7 @@ def test_configs_train_export_and_evaluate(config_name, tmp_path):
 ])
 def test_exports_of_new_models_run_on_all_three_paths(name, shape, method, scale, tmp_path):
   model = create_model(name, 10)
-  variables = model.init(jax.random.key(0), jnp.zeros((1, *shape)), train=False)
-  q = quant.quantizer(method, 3, scale=scale)
-  params = quant.to_latents(variables["params"], quant.rules_for(default_quant_patterns(name), q), jax.random.key(1))
-  batch_stats = variables.get("batch_stats", {})
+  params, batch_stats = random_variables(name, shape, quant.quantizer(method, 3, scale=scale))
   spec = {"shape": list(shape), "mean": [0.0], "std": [1.0], "pixels": "test"}
   write_export(params, batch_stats, str(tmp_path), model=name, num_classes=10, input_spec=spec, step=0)
   loaded = load(str(tmp_path))
