@@ -120,3 +120,31 @@ def random_variables(name: str, shape, q, num_classes: int = 10, rules=None):
     return quant.to_latents(variables["params"], rules, latent_key), variables.get("batch_stats", {})
 
   return run_init_program(jax.jit(init), jax.random.key(0))
+
+
+def run_tool(script: str, *args, devices: int = 1) -> list[str]:
+  """`python <script> <args>` from the repository, which must succeed; its stdout lines."""
+  result = subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=REPO, env=cli_env(devices),
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  return result.stdout.strip().splitlines()
+
+
+def assert_runtime_agrees_with_plain(config, export_dir: str, path: str):
+  """`evaluate.py --export --path=<litert|onnx>` with int8 activations: its final line within 2 points of
+  the plain path's top-1 and its agreement line at least 97% (12 training steps leave small margins);
+  float activations, through the function evaluate.py calls: the plain path's top-1 class on every example."""
+  import numpy as np
+
+  from s3jax import data
+  from s3jax.deploy.from_workdir import evaluate_export
+  final, agreement = run_tool("evaluate.py", f"--export={export_dir}", f"--path={path}",
+                              f"--{path}_mode=dynamic_int8")[-2:]
+  dataset = data.create_dataset(config)
+  plain, plain_predictions, _ = evaluate_export(config, export_dir, "plain", dataset=dataset)
+  assert agreement.startswith("agreement with plain: ") and float(agreement.split()[3]) >= 0.97, agreement
+  assert final.startswith("final eval/top1 = ") and abs(float(final.split()[3]) - plain["eval/top1"]) <= 0.02
+  floats, float_predictions, _ = evaluate_export(config, export_dir, path, "float", dataset=dataset)
+  assert floats["eval/top1"] == plain["eval/top1"]
+  np.testing.assert_array_equal(float_predictions, plain_predictions)
+  return dataset

@@ -2,19 +2,18 @@
 through the interpreter; logits against the plain path; a trained run through export.py and evaluate.py."""
 import functools
 import os
-import subprocess
 import sys
+import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import REPO, cli_env, load_config, random_variables
-from s3jax import data, quant
+from helpers import assert_runtime_agrees_with_plain, load_config, random_variables, run_tool
+from s3jax import quant
 from s3jax.deploy import inference, litert, runtimes
 from s3jax.deploy.export_format import is_quantized, load, write_export
-from s3jax.deploy.from_workdir import evaluate_export
 from s3jax.errors import ConfigError
 from s3jax.quant.conversion import batchnorm_after
 from s3jax.quant.interface import is_latent
@@ -133,24 +132,10 @@ def test_a_trained_run_exports_to_litert_and_evaluates_like_the_plain_path(tmp_p
   workdir, output = str(tmp_path / "run"), str(tmp_path / "export")
   config = load_config("digits", total_steps=12, eval_every_steps=12, log_every_steps=6)
   train_and_evaluate(config, workdir)
-
-  def run(script, *args):
-    result = subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=REPO, env=cli_env(1),
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout.strip().splitlines()
-
-  lines = run("export.py", f"--workdir={workdir}", f"--output={output}", "--nostablehlo",
-              "--litert=float,dynamic_int8", "--litert_batch=1,50")
+  lines = run_tool("export.py", f"--workdir={workdir}", f"--output={output}", "--nostablehlo",
+                   "--litert=float,dynamic_int8", "--litert_batch=1,50")
   assert sum(line.startswith("LiteRT ") and line.endswith("weights as i4") for line in lines) == 4
-  final, agreement = run("evaluate.py", f"--export={output}", "--path=litert", "--litert_mode=dynamic_int8")[-2:]
-  dataset = data.create_dataset(config)
-  plain, plain_predictions, _ = evaluate_export(config, output, "plain", dataset=dataset)
-  assert agreement.startswith("agreement with plain: ") and float(agreement.split()[3]) >= 0.97, agreement
-  assert final.startswith("final eval/top1 = ") and abs(float(final.split()[3]) - plain["eval/top1"]) <= 0.02
-  floats, float_predictions, _ = evaluate_export(config, output, "litert", "float", dataset=dataset)
-  assert floats["eval/top1"] == plain["eval/top1"]
-  np.testing.assert_array_equal(float_predictions, plain_predictions)
+  dataset = assert_runtime_agrees_with_plain(config, output, "litert")
   export = load(output)
   images = np.concatenate([b["image"] for b in dataset.eval_batches()])
   reference = np.asarray(inference.plain_apply(export)(images))

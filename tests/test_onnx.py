@@ -1,7 +1,5 @@
 """ONNX export: every method and width, Dense kernels with 4-bit levels as MatMulNBits holding exactly the
 export's weights; logits against the plain path; a trained run through export.py and evaluate.py."""
-import os
-import subprocess
 import sys
 
 import jax
@@ -9,11 +7,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from helpers import REPO, cli_env, load_config, random_variables, run_doc_example
-from s3jax import data, quant
+from helpers import (assert_runtime_agrees_with_plain, load_config, random_variables, run_doc_example,
+                     run_tool)
+from s3jax import quant
 from s3jax.deploy import inference, onnx_export
 from s3jax.deploy.export_format import is_quantized, load, write_export
-from s3jax.deploy.from_workdir import evaluate_export
 from s3jax.errors import ConfigError
 from s3jax.quant.interface import is_latent
 from s3jax.quant.tree import path_name
@@ -96,23 +94,9 @@ def test_a_trained_mlp_exports_to_onnx_and_evaluates_like_the_plain_path(tmp_pat
   workdir, output = str(tmp_path / "run"), str(tmp_path / "export")
   config = load_config("digits", model="mlp_tiny", total_steps=12, eval_every_steps=12, log_every_steps=6)
   train_and_evaluate(config, workdir)
-
-  def run(script, *args):
-    result = subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=REPO, env=cli_env(1),
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout.strip().splitlines()
-
-  lines = run("export.py", f"--workdir={workdir}", f"--output={output}", "--nostablehlo", "--onnx")
+  lines = run_tool("export.py", f"--workdir={workdir}", f"--output={output}", "--nostablehlo", "--onnx")
   assert any(line.startswith("ONNX: model.onnx") and "2 Dense kernels as 4-bit MatMulNBits" in line
              for line in lines), lines
-  final, agreement = run("evaluate.py", f"--export={output}", "--path=onnx", "--onnx_mode=dynamic_int8")[-2:]
-  dataset = data.create_dataset(config)
-  plain, plain_predictions, _ = evaluate_export(config, output, "plain", dataset=dataset)
-  assert agreement.startswith("agreement with plain: ") and float(agreement.split()[3]) >= 0.97, agreement
-  assert final.startswith("final eval/top1 = ") and abs(float(final.split()[3]) - plain["eval/top1"]) <= 0.02
-  floats, float_predictions, _ = evaluate_export(config, output, "onnx", "float", dataset=dataset)
-  assert floats["eval/top1"] == plain["eval/top1"]
-  np.testing.assert_array_equal(float_predictions, plain_predictions)
+  assert_runtime_agrees_with_plain(config, output, "onnx")
   lines, _ = run_doc_example("export-onnx", {"/tmp/s3_mlp_export": output})  # docs/export.md, on this export
   assert lines == ["float32 (4, 10)"]
