@@ -18,16 +18,19 @@ from typing import TYPE_CHECKING
 __version__ = "0.3.0"
 
 __all__ = [
-    "FULL_PRECISION", "Quantizer", "ResolvedRun", "Rule", "S3Latent", "convert_to_latents",
-    "dense_penalty", "dense_weight_penalty", "from_codes", "init_latent", "make_optimizer", "materialize",
-    "materialize_tree", "project_tree", "quantized_paths", "quantizer", "quantizer_of", "resolve_run", "rules_for",
-    "ste_sign", "ste_step", "to_codes", "to_latents",
+    "ActivationQuantizer", "FULL_PRECISION", "QuantizedInputs", "Quantizer", "ResolvedRun", "Rule", "S3Latent",
+    "calibrated_variables", "convert_to_latents", "dense_penalty", "dense_weight_penalty", "from_codes",
+    "init_latent", "make_optimizer", "materialize", "materialize_tree", "project_tree", "quantized_inputs",
+    "quantized_paths", "quantizer", "quantizer_of", "resolve_run", "rules_for", "ste_sign", "ste_step", "to_codes",
+    "to_latents",
 ]
 # Where each of those names lives. They are imported on first use, so that `import s3jax.cli` (every
 # tool's first line) does not wait seconds for jax: a tool's --help answers at once, and its Ctrl-C
 # handler is in place before jax is imported.
 _HOMES = {**dict.fromkeys(__all__, "s3jax.quant"), "ResolvedRun": "s3jax.records.resolved",
-          "resolve_run": "s3jax.records.resolved", "make_optimizer": "s3jax.training.optim"}
+          "resolve_run": "s3jax.records.resolved", "make_optimizer": "s3jax.training.optim",
+          **dict.fromkeys(("QuantizedInputs", "calibrated_variables", "quantized_inputs"),
+                          "s3jax.models.quantized_inputs")}
 _PACKAGES = ("classification", "cli", "config", "data", "deploy", "errors", "models", "quant", "records", "report",
              "training")
 
@@ -48,7 +51,8 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # the same names, for static readers (the API reference, type checkers)
-  from s3jax.quant import (FULL_PRECISION, Quantizer, Rule, S3Latent, convert_to_latents, dense_penalty,
+  from s3jax.models.quantized_inputs import QuantizedInputs, calibrated_variables, quantized_inputs
+  from s3jax.quant import (FULL_PRECISION, ActivationQuantizer, Quantizer, Rule, S3Latent, convert_to_latents, dense_penalty,
                            dense_weight_penalty, from_codes, init_latent, materialize, materialize_tree,
                            project_tree, quantized_paths, quantizer, quantizer_of, rules_for, ste_sign, ste_step,
                            to_codes, to_latents)

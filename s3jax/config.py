@@ -52,6 +52,14 @@ def base_config() -> ml_collections.ConfigDict:
                                 # model's own (s3jax.models.default_quant_patterns)
   c.quant.dense_penalty = 1e-5  # s3 only: alpha of R = alpha * sum(max(-Wz, 0))
   c.quant.convert_latent_scale = 1.0  # init_from: sign-acting latents start at this times sqrt(2 / fan_out)
+  c.quant.activations = "none"  # none | lsq | calibrated | fixed_point: the input of each quantized layer
+                                # (s3jax.quant.activations); none is the papers' setting
+  c.quant.activation_bits = 8   # lsq, calibrated: 2..16
+  c.quant.activation_signed = "auto"  # lsq, calibrated: auto (per layer, from the first batch) | signed | unsigned
+  c.quant.activation_integer_bits = 16   # fixed_point: DeepShift's 16.16 by default
+  c.quant.activation_fraction_bits = 16
+  c.quant.activation_rules = ()  # regexes on kernel paths whose layers' inputs are quantized; () = the
+                                # kernels quant.rules quantize
 
   c.optim = ml_collections.ConfigDict()
   c.optim.optimizer = "sgd"     # sgd | radam (DeepShift's released recipe for PS)

@@ -48,7 +48,7 @@ def _nnx(name):
 
 
 CHECKS = {"readme-linen": _linen, "own-model-linen": _linen, "own-model-denseshift": _as_commented,
-          "own-model-nnx": _nnx, "conversion": _as_commented}
+          "own-model-nnx": _nnx, "conversion": _as_commented, "own-model-activations": _as_commented}
 
 
 def test_every_python_block_is_a_marked_example_with_a_check():

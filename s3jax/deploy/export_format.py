@@ -21,6 +21,7 @@ truncated, edited or wrong-version file is one-line `ExportError` naming it, nev
 """
 import dataclasses
 import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -29,10 +30,11 @@ from flax import traverse_util
 
 from s3jax import quant
 from s3jax.errors import ConfigError
-from s3jax.models import create_model
+from s3jax.models import QuantizedInputs, create_model
 from s3jax.deploy.manifest import (FORMAT, MANIFEST, VERSION, ExportError, read_manifest, sha256,
                                    verified_path, write_manifest)
 from s3jax.deploy.packing import code_table, pack_indices, packed_size, unpack_indices
+from s3jax.quant.activations import ActivationQuantizer
 from s3jax.quant.interface import is_latent
 from s3jax.quant.tree import path_name
 
@@ -117,8 +119,20 @@ class Export:
     return ((np.asarray(images, np.float32) - np.asarray(spec["mean"], np.float32))
             / np.asarray(spec["std"], np.float32))
 
+  @property
+  def activations(self) -> ActivationQuantizer:
+    """The quantizer of the chosen layers' inputs (kind 'none' for an export that quantizes none)."""
+    recorded = {k: v for k, v in self.manifest.get("activations", {}).items() if k != "layers"}
+    return ActivationQuantizer(**recorded)
+
   def create_model(self):
-    return create_model(self.manifest["model"], self.manifest["num_classes"])
+    """The Flax model; where the export quantizes activations, with its layers' inputs quantized (by exact
+    path) as in training."""
+    model = create_model(self.manifest["model"], self.manifest["num_classes"])
+    if not self.activations.enabled:
+      return model
+    layers = tuple(re.escape(layer) + "/kernel" for layer in self.manifest["activations"]["layers"])
+    return QuantizedInputs(model, layers, self.activations)
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -137,10 +151,11 @@ def _write_npy(directory: str, name: str, value) -> dict:
 
 
 def write_export(params, batch_stats, output: str, *, model: str, num_classes: int, input_spec: dict,
-                 step: int, training_config: dict | None = None) -> dict:
+                 step: int, training_config: dict | None = None, activations: dict | None = None) -> dict:
   """Writes `params` (latents or float) and `batch_stats` as an export into `output`; returns the manifest.
 
   `input_spec`: {'shape': [h, w, c], 'mean', 'std', 'pixels': how raw pixels are scaled before that}.
+  `activations`: the inputs' quantizer (`ActivationQuantizer.describe()`) and the 'layers' it applies to.
   """
   os.makedirs(output, exist_ok=True)
   arrays, quantizers = {}, set()
@@ -198,6 +213,8 @@ def write_export(params, batch_stats, output: str, *, model: str, num_classes: i
       "arrays": arrays,
       "training_config": training_config or {},
   }
+  if activations:
+    manifest["activations"] = activations
   write_manifest(output, manifest)
   return manifest
 

@@ -19,7 +19,7 @@ import jax
 from s3jax import data
 from s3jax.deploy import export_format, inference
 from s3jax.errors import ConfigError
-from s3jax.models import create_model
+from s3jax.models import activation_layers
 from s3jax.records import checkpoints, workdir_files
 from s3jax.records.eval_program import jit_eval_logits
 from s3jax.records.resolved import resolve_run
@@ -47,8 +47,8 @@ def restore_variables(config, workdir: str, step: int | None = None, spec: dict 
     raise ConfigError(f"{workdir} holds no {workdir_files.CHECKPOINTS}/ directory: train there first, or fix "
                       "--workdir.")
   spec = spec or model_input(config, workdir)
-  model = create_model(config.model, spec["num_classes"], config.half_precision)
   run = resolve_run(config)
+  model = run.create_model(spec["num_classes"])
   abstract = abstract_variables_on_one_device(run, model, spec["input"]["shape"])
   store = checkpoints.CheckpointStore(directory, config.keep_checkpoints, read_only=True, identity=run.identity)
   try:
@@ -75,6 +75,9 @@ def export_checkpoint(workdir: str, output: str, step: int | None = None, stable
     raise ConfigError(f"{output} is not empty; choose a new or empty --output directory.")
   config = workdir_files.read_config(workdir)
   model, variables, step, spec = restore_variables(config, workdir, step)
+  run = resolve_run(config)
+  activations = ({**run.activations.describe(), "layers": list(activation_layers(variables["params"], run.activation_rules))}
+                 if run.activations.enabled else None)
   # Written beside `output` and renamed into place only when complete: an export cut short (Ctrl-C, a
   # full disk) leaves nothing that looks like an export, and the same command then succeeds.
   partial = partial_path(output)
@@ -83,7 +86,7 @@ def export_checkpoint(workdir: str, output: str, step: int | None = None, stable
     export_format.write_export(
         jax.device_get(variables["params"]), jax.device_get(variables["batch_stats"]), partial,
         model=config.model, num_classes=spec["num_classes"], input_spec=spec["input"], step=step,
-        training_config=json.loads(config.to_json_best_effort()))
+        training_config=json.loads(config.to_json_best_effort()), activations=activations)
     exported = export_format.load(partial)  # what a user will load, checked now
     if stablehlo:
       inference.export_stablehlo(exported)

@@ -22,6 +22,7 @@ import numpy as np
 from s3jax.classification import eval_metrics, eval_sums
 from s3jax.deploy.export_format import Export, decode_tree, decoded_arrays, is_quantized, latent_tree
 from s3jax.deploy.manifest import ExportError, add_file, read_manifest, verified_path
+from s3jax.models.quantized_inputs import unwrapped
 from s3jax.records.eval_program import eval_logits, jit_eval_logits
 
 STABLEHLO = "model.stablehlo"
@@ -87,8 +88,9 @@ def shift_add_apply(export: Export):
       y = _shift_add_layer(module, exponents[name], masks[name], scales[name], args[0])
       return y + module.variables["params"]["bias"] if module.use_bias else y
 
-    with nn.intercept_methods(interceptor):
-      return model.apply({"params": weights, "batch_stats": batch_stats}, images, train=False)
+    flax_model, quantized_inputs = unwrapped(model)
+    with quantized_inputs, nn.intercept_methods(interceptor):  # inputs quantized first, then shifted
+      return flax_model.apply({"params": weights, "batch_stats": batch_stats}, images, train=False)
 
   def run(images):
     logits = apply(weights, masks, scales, export.batch_stats, images)

@@ -134,6 +134,10 @@ def export_onnx(export: Export) -> str:
   """Writes the export's model.onnx (images -> logits, a symbolic batch), lists it in the manifest, returns
   its path."""
   _, to_onnx = _modules()
+  if export.activations.enabled:  # its plugins run the layers in place of Flax's, past the interceptor
+    raise ConfigError(f"ONNX export of quantized activations ({export.activations.kind}) is not supported "
+                      f"(jax2onnx {_version()} replaces the layers whose inputs they quantize); export without "
+                      "--onnx, or with --litert.")
   weights = decoded_arrays(export.params)
   try:
     model = to_onnx(float_function(export, weights), [("batch", *export.input_shape)], input_names=["images"],

@@ -6,8 +6,10 @@ those who extend a method: `interface` (Quantizer), `scaled` (Scaled: a float sc
 `s3`, `denseshift`, `deepshift` (one method each), `rules` (Rule: which kernels, which method), `tree`
 (tree transforms, gradient proxies, role masks), `proxies` (the gradient-proxy protocol), `banks` (many layers' latents in one flat array per field, for the train step), `conversion`
 (from a trained float model: nearest levels, fitted scales, BatchNorm folding), `penalty`, `stats` and
-`dynamics` (level shares, sizes, sign-flip and low-value rates), `binarizers`.
+`dynamics` (level shares, sizes, sign-flip and low-value rates), `binarizers`, `activations` (activation
+quantizers: LSQ, a calibrated step, DeepShift's fixed point).
 """
+from s3jax.quant.activations import ActivationQuantizer
 from s3jax.quant.binarizers import ste_sign, ste_step
 from s3jax.quant.interface import (FULL_PRECISION, FullPrecision, Quantizer, materialize, method_names, project,
                                    quantizer, quantizer_of, to_codes)
@@ -26,7 +28,7 @@ from s3jax.quant.stats import storage_bits, weight_statistics
 from s3jax.quant.dynamics import weight_dynamics
 
 __all__ = [
-    "Banked", "DeepShiftPSLatent", "DeepShiftQLatent", "DenseShiftLatent", "FULL_PRECISION", "FullPrecision",
+    "ActivationQuantizer", "Banked", "DeepShiftPSLatent", "DeepShiftQLatent", "DenseShiftLatent", "FULL_PRECISION", "FullPrecision",
     "Quantizer", "Rule", "S3Latent", "Scaled", "bank_tree", "convert_to_latents", "dense_penalty", "dense_weight_penalty", "from_codes", "init_latent",
     "level_values", "materialize", "materialize_tree", "method_names", "method_options", "num_shift_latents", "project",
     "project_tree", "quantized_paths", "quantizer", "quantizer_from_config", "quantizer_of", "role_tree", "rules_for",

@@ -8,6 +8,8 @@ import ml_collections
 
 from s3jax import quant
 from s3jax.config import validate_config
+from s3jax.errors import ConfigError
+from s3jax.quant.activations import ActivationQuantizer, activation_quantizer_from_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,14 +54,25 @@ class ResolvedRun:
   quantizer: quant.Quantizer | quant.FullPrecision
   rules: tuple[quant.Rule, ...]
   durations: Durations | None = None
+  activations: ActivationQuantizer = ActivationQuantizer()
+  activation_rules: tuple[quant.Rule | str, ...] = ()   # the layers whose inputs `activations` quantizes
 
   @property
   def identity(self) -> dict:
-    """What each checkpoint records of the method, so that another method or bit width cannot resume it."""
+    """What each checkpoint records of the method (and of the activations' quantizer), so that another
+    method, bit width or activation quantizer cannot resume it."""
     q = self.quantizer
-    if not isinstance(q, quant.Quantizer):
-      return {"quant": {"method": q.method}}
-    return {"quant": {"method": q.method, "bits": int(q.bits), "scale": q.scale}}
+    weights = {"method": q.method}
+    if isinstance(q, quant.Quantizer):
+      weights |= {"bits": int(q.bits), "scale": q.scale}
+    return {"quant": weights, "activations": self.activations.describe()}
+
+  def create_model(self, num_classes: int):
+    """The run's Flax model; where it quantizes activations, wrapped so that the chosen layers' inputs are
+    (`s3jax.models.QuantizedInputs`), with the same variable paths."""
+    from s3jax.models import QuantizedInputs, create_model  # Flax loads here, not on `import s3jax`
+    model = create_model(self.config.model, num_classes, self.config.half_precision)
+    return QuantizedInputs(model, self.activation_rules, self.activations) if self.activations.enabled else model
 
   def with_durations(self, steps_per_epoch: int) -> "ResolvedRun":
     return dataclasses.replace(self, durations=Durations.from_config(self.config, steps_per_epoch))
@@ -77,5 +90,15 @@ def resolve_run(config, device_count: int | None = None, steps_per_epoch: int | 
   validate_config(config, device_count)
   quantizer = quant.quantizer_from_config(config.quant)
   patterns = config.quant.rules or default_quant_patterns(config.model)
-  run = ResolvedRun(config, quantizer, quant.rules_for(patterns, quantizer))
+  rules = quant.rules_for(patterns, quantizer)
+  activations = activation_quantizer_from_config(config.quant)
+  activation_rules = tuple(config.quant.activation_rules) or rules
+  if activations.enabled and not config.quant.activation_rules and not isinstance(quantizer, quant.Quantizer):
+    raise ConfigError(f"quant.activations={activations.kind!r} with quant.method=float quantizes no layer's "
+                      "input by default; name the layers with --config.quant.activation_rules (regexes on kernel "
+                      "paths).")
+  if activations.enabled and config.init_from:
+    raise ConfigError(f"init_from with quant.activations={activations.kind!r} is not supported yet; convert "
+                      "with quant.activations=none, or train from scratch.")
+  run = ResolvedRun(config, quantizer, rules, activations=activations, activation_rules=activation_rules)
   return run if steps_per_epoch is None else run.with_durations(steps_per_epoch)

@@ -15,7 +15,6 @@ def model_size(config: dict, workdir: str) -> dict:
   import ml_collections
 
   from s3jax import data, quant
-  from s3jax.models import create_model
   from s3jax.records.resolved import resolve_run
   from s3jax.records.variables import abstract_variables
 
@@ -25,8 +24,8 @@ def model_size(config: dict, workdir: str) -> dict:
     if not cfg.num_classes:
       return {}
     record = {"num_classes": cfg.num_classes, "input": {"shape": data.input_shape(cfg)}}
-  model = create_model(cfg.model, record["num_classes"])
-  params, _ = abstract_variables(resolve_run(cfg), model, record["input"]["shape"])
+  run = resolve_run(cfg)
+  params, _ = abstract_variables(run, run.create_model(record["num_classes"]), record["input"]["shape"])
   bits = quant.storage_bits(params)
   count = bits["quantized_weights"] + bits["float_params"]
   stored = (bits["quantized_bits"] + bits["float_bits"]) / 8

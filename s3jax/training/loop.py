@@ -1,6 +1,7 @@
 """train_and_evaluate: build, restore, train, evaluate, checkpoint. Reads top to bottom."""
 import datetime
 import functools
+import itertools
 import os
 import time
 
@@ -9,7 +10,6 @@ from absl import logging
 
 from s3jax import data
 from s3jax.errors import ConfigError
-from s3jax.models import create_model
 from s3jax.records import checkpoints, workdir_files
 from s3jax.records.resolved import ResolvedRun, resolve_run
 from s3jax.records.variables import run_init_program
@@ -17,7 +17,7 @@ from s3jax.training import init_from, sharding
 from s3jax.training.evaluation import evaluate, format_eval, make_weight_statistics
 from s3jax.training.guards import NonFiniteGuard, Preempted, PreemptionWatch
 from s3jax.training.metrics import MetricWriter
-from s3jax.training.state import jitted_initializer, state_for_training, state_from_variables
+from s3jax.training.state import calibrated_state, jitted_initializer, state_for_training, state_from_variables
 from s3jax.training.steps import make_eval_step, make_train_step
 
 
@@ -32,6 +32,12 @@ def jit_train_step(model, tx, schedule, mesh, fused_pullback: bool = True):
 def jit_eval_step(model, mesh):
   return jax.jit(make_eval_step(model), in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
                  out_shardings=sharding.replicated(mesh))
+
+
+def jit_calibration(model, mesh):
+  """`calibrated_state` jitted over `mesh`: the state replicated, the images sharded on 'data'."""
+  return jax.jit(functools.partial(calibrated_state, model), out_shardings=sharding.replicated(mesh),
+                 in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)))
 
 
 def start_from(run: ResolvedRun, model, input_shape, tx, abstract_state, mesh):
@@ -66,7 +72,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if config.num_classes and config.num_classes != dataset.num_classes:
     raise ConfigError(f"num_classes={config.num_classes} but {config.data.name} has "
                       f"{dataset.num_classes} classes; set --config.num_classes={dataset.num_classes}.")
-  model = create_model(config.model, dataset.num_classes, config.half_precision)
+  model = run.create_model(dataset.num_classes)
   run = run.with_durations(dataset.steps_per_epoch)
   durations = run.durations
   init, tx, schedule = jitted_initializer(run, model, dataset.image_shape, mesh)
@@ -91,6 +97,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
   writer = MetricWriter(workdir, enabled=is_writer)
   writer.truncate_after(start_step)
 
+  batches = dataset.train_iterator(start_step)
+  if start_step == 0 and run.activations.has_step:  # LSQ's init: the step sizes from the first batch
+    first = next(batches)
+    state = jit_calibration(model, mesh)(state, sharding.global_batch(first, mesh)["image"])
+    batches = itertools.chain([first], batches)
   state, per_layer = state_for_training(config, state, mesh)  # checkpoints always hold the per-layer state
   train_step = jit_train_step(model, tx, schedule, mesh)
   weight_statistics = make_weight_statistics(run.rules, mesh)
@@ -98,7 +109,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   logging.info("Training %s (%s) on %s from step %d: %d steps, %d per epoch, global batch %d on "
                "%d devices (%d processes).", config.model,
-               run.quantizer.describe(), config.data.name,
+               run.quantizer.describe() + (f", inputs {run.activations.describe()}" if run.activations.enabled else ""),
+               config.data.name,
                start_step, durations.total, durations.steps_per_epoch, config.batch_size, jax.device_count(),
                jax.process_count())
   logging.info("Data: %s, %d classes, %d train and %d eval examples, image shape %s.", config.data.name,
@@ -115,7 +127,6 @@ def train_and_evaluate(config, workdir: str) -> dict:
     workdir_files.mark_in_progress(workdir)
   try:
     with jax.set_mesh(mesh):
-      batches = dataset.train_iterator(start_step)
       timer_step, timer_start, rate = start_step, time.time(), 0.0
       for step in range(start_step + 1, durations.total + 1):
         state, train_metrics = train_step(state, sharding.global_batch(next(batches), mesh))

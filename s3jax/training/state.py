@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from s3jax.config import latent_banking
+from s3jax.models.quantized_inputs import calibrated_variables
 from s3jax.quant.banks import Banked, bank_tree, map_banked_subtrees, unbank_tree
 from s3jax.records.resolved import ResolvedRun
 from s3jax.records.variables import abstract_variables, init_variables, run_init_program
@@ -43,6 +44,14 @@ def state_from_variables(run: ResolvedRun, tx, params, batch_stats) -> TrainStat
   signs = tracked_signs(tracked_weights(params, run.rules))
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
                     opt_state=tx.init(params), signs=signs, signs_step=jnp.zeros((), jnp.int32))
+
+
+def calibrated_state(model, state: TrainState, images) -> TrainState:
+  """The step-0 state with each quantized layer's input step size and signedness set from `images` as the
+  first train step will see them (LSQ's init over the first batch; `quantized_inputs.calibrated_variables`)."""
+  variables = calibrated_variables(model, {"params": state.params, "batch_stats": state.batch_stats}, images,
+                                   train=True)
+  return state.replace(params=variables["params"], batch_stats=variables["batch_stats"])
 
 
 def create_train_state(run: ResolvedRun, model, input_shape, mesh):

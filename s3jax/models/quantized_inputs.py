@@ -1,0 +1,183 @@
+"""Quantized layer inputs for any Linen model, without editing it (docs/own-model.md, "Quantized activations").
+
+`quantized_inputs(rules, aq)` is a context manager around `model.init` / `model.apply`: through
+`nn.intercept_methods` it quantizes the first argument of the `__call__` of each layer the rules choose (a
+Dense, DenseGeneral or Conv: the input its kernel multiplies). Per layer, in the module's own scope:
+- lsq: the step size, params `input_step`, initialized from the batch the model is initialized with;
+- lsq and calibrated: the 0/1 signedness flag, batch_stats `input_signed`;
+- calibrated: the running max |input|, batch_stats `input_abs_max`, updated when batch_stats is mutable.
+`activation_layers(params, rules)` names them from a params tree. `QuantizedInputs(model, rules, aq)` is
+`model` with the block built into its `init` and `apply`; `calibrated_variables` sets the variables again
+from a batch (a model initialized on shapes, then calibrated on data: the trainer).
+"""
+import contextlib
+import dataclasses
+from typing import NamedTuple, Sequence
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from s3jax.errors import ConfigError
+from s3jax.quant import activations
+from s3jax.quant.activations import ActivationQuantizer
+from s3jax.quant.interface import is_latent
+from s3jax.quant.rules import Rule, checked_rules, first_match
+from s3jax.quant.tree import materialize_tree, path_name
+
+STEP, SIGNED, ABS_MAX = "input_step", "input_signed", "input_abs_max"
+KERNEL = "/kernel"
+
+
+class LayerChoice(NamedTuple):
+  pattern: str
+  quantizes: bool
+
+
+def layer_choices(rules: Sequence[Rule | str]) -> tuple[LayerChoice, ...]:
+  """Rules as (pattern, whether its layers' inputs are quantized): a `Rule` quantizes where it quantizes the
+  kernel (FULL_PRECISION excludes), a bare pattern always."""
+  rules = (rules,) if isinstance(rules, (str, Rule)) else tuple(rules)
+  checked_rules([r for r in rules if not isinstance(r, str)])       # the usual error for anything else
+  return tuple(LayerChoice(r, True) if isinstance(r, str) else LayerChoice(r.pattern, r.quantizes) for r in rules)
+
+
+def activation_layers(params, rules: Sequence[Rule | str]) -> tuple[str, ...]:
+  """The module paths ('stage1_block0/conv1') whose kernel ('.../kernel', a latent or a float array) a
+  quantizing rule chooses, first match winning as for weights. A rule that matches no kernel is an error."""
+  rules = layer_choices(rules)
+  used, layers = [False] * len(rules), []
+  for path, _ in jax.tree_util.tree_flatten_with_path(params, is_leaf=is_latent)[0]:
+    name = path_name(path)
+    i = first_match(rules, name) if name.endswith(KERNEL) else None
+    if i is not None:
+      used[i] = True
+      if rules[i].quantizes:
+        layers.append(name[:-len(KERNEL)])
+  unused = [rule.pattern for rule, hit in zip(rules, used) if not hit]
+  if unused:
+    raise ConfigError(f"Activation rule(s) {unused} matched no kernel path; kernels are named like "
+                      f"{[p for p in _kernel_names(params)][:3]}.")
+  return tuple(layers)
+
+
+def _kernel_names(params):
+  for path, _ in jax.tree_util.tree_flatten_with_path(params, is_leaf=is_latent)[0]:
+    if path_name(path).endswith(KERNEL):
+      yield path_name(path)
+
+
+def quantize_input(module: nn.Module, x, aq: ActivationQuantizer, calibrate: bool = False):
+  """`x` quantized by `aq`, with the layer's variables created in `module`'s scope (see the module doc).
+  `calibrate`: set them again from this batch, as at init (params and batch_stats must be mutable)."""
+  if aq.kind == "fixed_point":
+    return activations.round_to_fixed(x, aq.integer_bits, aq.fraction_bits)
+  if calibrate:
+    module.put_variable("batch_stats", SIGNED, activations.initial_signed(x, aq.signed))
+  signed = module.variable("batch_stats", SIGNED, activations.initial_signed, x, aq.signed).value
+  if calibrate:
+    if aq.kind == "lsq":
+      module.put_variable("params", STEP, activations.lsq_initial_step(x, aq.bits, signed))
+    else:
+      module.put_variable("batch_stats", ABS_MAX, jnp.max(jnp.abs(x)).astype(jnp.float32))
+  if aq.kind == "lsq":
+    step = module.param(STEP, lambda _: activations.lsq_initial_step(x, aq.bits, signed))
+    return activations.lsq(x, step, aq.bits, signed).astype(x.dtype)
+  abs_max = module.variable("batch_stats", ABS_MAX, lambda: jnp.max(jnp.abs(x)).astype(jnp.float32))
+  if module.is_mutable_collection("batch_stats") and not (module.is_initializing() or calibrate):
+    abs_max.value = activations.running_abs_max(abs_max.value, x, aq.momentum)
+  step = activations.calibrated_step(abs_max.value, aq.bits, signed)
+  return activations.calibrated(x, step, aq.bits, signed).astype(x.dtype)
+
+
+def _kernel_layer(module) -> bool:
+  """Whether `module` owns a kernel its input multiplies (Dense, DenseGeneral, Conv, ...), not a block or a
+  norm whose path a broad pattern might also match."""
+  return hasattr(module, "kernel_init")
+
+
+@contextlib.contextmanager
+def quantized_inputs(rules: Sequence[Rule | str], aq: ActivationQuantizer, *, calibrate: bool = False):
+  """Within the block, the `__call__` input of each kernel layer whose kernel path ('<module path>/kernel')
+  a quantizing rule or a bare pattern chooses (first match wins, as for weights) is quantized by `aq`. A rule
+  that no called layer matched is an error at the block's end (a misspelt pattern would quantize nothing).
+  `calibrate`: each chosen layer's variables are set again from the batch it sees (`quantize_input`)."""
+  rules = layer_choices(rules)
+  used = [False] * len(rules)
+  if not aq.enabled:
+    yield
+    return
+
+  def interceptor(next_fun, args, kwargs, context):
+    module = context.module
+    if context.method_name != "__call__" or not args or module.scope is None or not _kernel_layer(module):
+      return next_fun(*args, **kwargs)
+    name = "/".join(module.scope.path) + KERNEL
+    i = first_match(rules, name)
+    if i is None:
+      return next_fun(*args, **kwargs)
+    used[i] = True
+    if not rules[i].quantizes:
+      return next_fun(*args, **kwargs)
+    return next_fun(quantize_input(module, args[0], aq, calibrate), *args[1:], **kwargs)
+
+  with nn.intercept_methods(interceptor):
+    yield
+  unused = [rule.pattern for rule, hit in zip(rules, used) if not hit]
+  if unused:
+    raise ConfigError(f"Activation rule(s) {unused} matched no kernel layer the model called; patterns are "
+                      "on kernel paths ('stage1_block0/conv1/kernel'), as for weights.")
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantizedInputs:
+  """`model` whose `init` and `apply` run inside `quantized_inputs(rules, aq)`: the same variable paths, the
+  same call signatures (other attributes are the model's). What the trainer and an export build when a run
+  quantizes activations; inside a module of your own, use the `quantized_inputs` block instead."""
+  model: nn.Module
+  rules: tuple[Rule | str, ...]
+  aq: ActivationQuantizer
+  calibrate: bool = False    # see quantized_inputs; `calibrated_variables` sets it
+
+  def init(self, *args, **kwargs):
+    with self.block():
+      return self.model.init(*args, **kwargs)
+
+  def apply(self, *args, **kwargs):
+    with self.block():
+      return self.model.apply(*args, **kwargs)
+
+  def block(self):
+    """The `quantized_inputs` block this model runs in (for a caller that adds interceptors of its own
+    around `self.model`: entered first, it quantizes before theirs run)."""
+    return quantized_inputs(self.rules, self.aq, calibrate=self.calibrate)
+
+  def __getattr__(self, name):
+    if name.startswith("__") or name == "model":  # copy and pickle probe before `model` is set
+      raise AttributeError(name)
+    return getattr(self.model, name)
+
+
+def calibrated_variables(model: QuantizedInputs, variables: dict, x, **kwargs) -> dict:
+  """`variables` with each chosen layer's step sizes, signedness and running max set from the batch `x`
+  (LSQ's init over a first batch), the rest unchanged: the model is initialized on shapes, then calibrated on
+  data. Params may hold latents (they are materialized for the call). `kwargs` go to the model: train=True
+  where the model normalizes with batch statistics in training, as it will see its inputs then (BatchNorm's
+  running statistics are kept as they were)."""
+  plain = {**variables, "params": materialize_tree(variables["params"])}
+  _, updated = dataclasses.replace(model, calibrate=True).apply(plain, x, mutable=["params", "batch_stats"], **kwargs)
+  merged = {}
+  for collection, names in (("params", (STEP,)), ("batch_stats", (SIGNED, ABS_MAX))):
+    old = flax.traverse_util.flatten_dict(variables.get(collection, {}))
+    new = flax.traverse_util.flatten_dict(updated.get(collection, {}))
+    merged[collection] = flax.traverse_util.unflatten_dict(
+        {key: new[key] if key[-1] in names else value for key, value in old.items()})
+  return {**variables, **merged}
+
+
+def unwrapped(model):
+  """(the Flax model, the block its inputs' quantization runs in: a no-op for a plain model)."""
+  if isinstance(model, QuantizedInputs):
+    return model.model, model.block()
+  return model, contextlib.nullcontext()

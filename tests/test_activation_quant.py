@@ -1,0 +1,206 @@
+"""Activation quantizers against numpy forms of their formulas (LSQ's paper; DeepShift's `round_to_fixed`)."""
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import flax.linen as nn
+
+from s3jax.errors import ConfigError
+from s3jax.models.quantized_inputs import (QuantizedInputs, activation_layers, calibrated_variables,
+                                           quantized_inputs)
+from s3jax.quant import FULL_PRECISION, Rule, quantizer
+from s3jax.quant import activations as aq
+
+
+def np_round_to_fixed(x, integer_bits, fraction_bits):
+  """DeepShift's released `round_to_fixed`, in numpy: floor to the unit, then clamp."""
+  delta = 2.0 ** -fraction_bits
+  bound = 2.0 ** (integer_bits - 1)
+  return np.clip(np.floor(x / delta) * delta, -bound, bound - 1)
+
+
+def np_lsq(v, s, q_n, q_p, g_out):
+  """LSQ's forward, its gradient to v and to s (before and after the gradient scale)."""
+  r = v / s
+  out = np.round(np.clip(r, -q_n, q_p)) * s
+  inside = (r >= -q_n) & (r <= q_p)
+  slope = np.where(r < -q_n, -q_n, np.where(r > q_p, q_p, np.round(r) - r))
+  n = int(np.prod(v.shape[1:]))
+  return out, g_out * inside, np.sum(g_out * slope) / math.sqrt(n * q_p)
+
+
+def _activations(seed, shape=(4, 3, 5, 6), spread=3.0):
+  rng = np.random.default_rng(seed)
+  return (rng.standard_normal(shape) * spread).astype(np.float32)
+
+
+@pytest.mark.parametrize("integer_bits,fraction_bits", [(16, 16), (4, 2), (3, 0), (2, 5)])
+def test_fixed_point_equals_deepshift_rounding_and_passes_the_gradient_straight_through(integer_bits,
+                                                                                         fraction_bits):
+  x = _activations(0, spread=2.0 ** (integer_bits - 1))   # many values beyond the clamp
+  got, vjp = jax.vjp(lambda t: aq.round_to_fixed(t, integer_bits, fraction_bits), jnp.asarray(x))
+  want = np_round_to_fixed(x.astype(np.float64), integer_bits, fraction_bits)
+  np.testing.assert_array_equal(np.asarray(got), want.astype(np.float32))
+  assert np.any(want != x)
+  g = _activations(1)
+  np.testing.assert_array_equal(np.asarray(vjp(jnp.asarray(g))[0]), g)   # clipped values too
+
+
+def test_fixed_point_formats_it_cannot_hold_are_one_error():
+  for integer_bits, fraction_bits in [(1, 16), (16, -1), (20, 16)]:
+    with pytest.raises(ConfigError, match="integer_bits >= 2"):
+      aq.check_fixed_point(integer_bits, fraction_bits)
+  aq.check_fixed_point(16, 16)
+
+
+@pytest.mark.parametrize("bits,signed", [(8, True), (8, False), (4, True), (4, False), (2, True)])
+def test_lsq_values_and_gradients_equal_the_papers_formulas(bits, signed):
+  q_n, q_p = (2 ** (bits - 1), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+  assert aq.lsq_bounds(bits, signed) == (q_n, q_p)
+  v = _activations(bits + signed)
+  if not signed:
+    v = np.abs(v) - 0.3                                  # mostly post-ReLU, a few negatives to clip
+  s = np.float32(2.5 / q_p)                              # about a tenth of the values beyond the range
+  g = _activations(7, spread=1.0)
+  out, vjp = jax.vjp(lambda a, b: aq.lsq(a, b, bits, signed), jnp.asarray(v), jnp.asarray(s))
+  grad_v, grad_s = vjp(jnp.asarray(g))
+  want, want_v, want_s = np_lsq(v.astype(np.float64), np.float64(s), q_n, q_p, g.astype(np.float64))
+  codes = np.asarray(aq.quantize_codes(jnp.asarray(v), jnp.asarray(s), bits, signed))
+  np.testing.assert_array_equal(codes, np.round(want / s))        # the integers exactly
+  assert codes.min() >= -q_n and codes.max() <= q_p and 0 < np.mean(want_v == 0) < 0.5
+  np.testing.assert_allclose(np.asarray(out), want, rtol=1e-6, atol=1e-7)
+  np.testing.assert_array_equal(np.asarray(grad_v), want_v.astype(np.float32))
+  np.testing.assert_allclose(float(grad_s), want_s, rtol=1e-4)
+  assert grad_s.shape == () and abs(want_s) > 1e-3
+  flag = jnp.float32(signed)                             # a layer's stored 0/1 flag, under jit
+  as_flag = jax.jit(jax.vjp, static_argnums=0)(lambda a, b: aq.lsq(a, b, bits, flag), jnp.asarray(v),
+                                               jnp.asarray(s))
+  np.testing.assert_array_equal(np.asarray(as_flag[0]), np.asarray(out))
+  np.testing.assert_array_equal(np.asarray(as_flag[1](jnp.asarray(g))[0]), np.asarray(grad_v))
+
+
+def test_lsq_step_gradient_matches_a_stop_gradient_fake_quant_form():
+  """LSQ as its paper writes it in autodiff terms: a scaled step and a straight-through round."""
+  bits, signed = 4, True
+  v, s = jnp.asarray(_activations(3)), jnp.float32(0.4)
+  scale = aq.lsq_grad_scale(v, bits, signed)
+
+  def paper_form(v, s):
+    q_n, q_p = aq.lsq_bounds(bits, signed)
+    s_scaled = s * scale + jax.lax.stop_gradient(s - s * scale)
+    x = jnp.clip(v / s_scaled, -q_n, q_p)
+    return (x + jax.lax.stop_gradient(jnp.round(x) - x)) * s_scaled
+
+  g = jnp.asarray(_activations(4, spread=1.0))
+  ours = jax.vjp(lambda a, b: aq.lsq(a, b, bits, signed), v, s)[1](g)
+  paper = jax.vjp(paper_form, v, s)[1](g)
+  np.testing.assert_allclose(np.asarray(ours[0]), np.asarray(paper[0]), atol=1e-6)
+  np.testing.assert_allclose(float(ours[1]), float(paper[1]), rtol=1e-4)
+
+
+def test_lsq_initial_step_and_gradient_scale():
+  v = _activations(5)
+  np.testing.assert_allclose(float(aq.lsq_initial_step(jnp.asarray(v), 8, False)),
+                             2 * np.mean(np.abs(v)) / math.sqrt(255), rtol=1e-6)
+  assert float(aq.lsq_grad_scale(v, 4, True)) == pytest.approx(1 / math.sqrt(3 * 5 * 6 * 7))
+  with pytest.raises(ConfigError, match="activation_bits=1"):
+    aq.lsq_bounds(1, True)
+
+
+def test_calibrated_uses_the_running_max_and_gives_the_step_no_gradient():
+  v = _activations(6)
+  running = aq.running_abs_max(jnp.float32(2.0), jnp.asarray(v), momentum=0.75)
+  np.testing.assert_allclose(float(running), 0.75 * 2.0 + 0.25 * np.max(np.abs(v)), rtol=1e-6)
+  step = aq.calibrated_step(jnp.float32(4.0), 8, True)
+  assert float(step) == pytest.approx(4.0 / 127)
+  g = _activations(8, spread=1.0)
+  out, vjp = jax.vjp(lambda a, b: aq.calibrated(a, b, 8, True), jnp.asarray(v), step)
+  grad_v, grad_s = vjp(jnp.asarray(g))
+  want, want_v, _ = np_lsq(v.astype(np.float64), float(step), 128, 127, g.astype(np.float64))
+  np.testing.assert_allclose(np.asarray(out), want, rtol=1e-6, atol=1e-7)
+  np.testing.assert_array_equal(np.asarray(grad_v), want_v.astype(np.float32))
+  assert float(grad_s) == 0.0
+
+
+
+def _mlp_and_batch():
+  model = nn.Sequential([nn.Dense(6), nn.relu, nn.Dense(5), nn.relu, nn.Dense(3)])
+  return model, jnp.asarray(_activations(9, shape=(8, 4)))
+
+
+def _dense(p, h):
+  return h @ np.asarray(p["kernel"], np.float64) + np.asarray(p["bias"], np.float64)
+
+
+def test_the_interceptor_quantizes_exactly_the_inputs_of_the_layers_the_rules_choose():
+  model, x = _mlp_and_batch()
+  params = model.init(jax.random.key(0), x)["params"]
+  rules = [Rule("layers_0/kernel", FULL_PRECISION), Rule(r"layers_\d/kernel", quantizer("s3", 3))]
+  layers = activation_layers(params, rules)
+  assert layers == ("layers_2", "layers_4")
+  lsq4 = aq.ActivationQuantizer("lsq", bits=4)
+  with quantized_inputs(rules, lsq4):
+    variables = model.init(jax.random.key(0), x)
+  assert sorted(variables["params"]["layers_2"]) == ["bias", "input_step", "kernel"]
+  assert "input_step" not in variables["params"]["layers_0"]
+  assert float(variables["batch_stats"]["layers_2"]["input_signed"]) == 0.0      # after a ReLU
+
+  # A forward by hand: LSQ's init from the batch each layer saw, then its grid (numpy).
+  p = {k: v for k, v in variables["params"].items()}
+  h1 = np.maximum(_dense(p["layers_0"], np.asarray(x, np.float64)), 0)
+  s2 = 2 * np.mean(np.abs(h1)) / math.sqrt(15)
+  np.testing.assert_allclose(float(p["layers_2"]["input_step"]), s2, rtol=1e-5)
+  h2 = np.maximum(_dense(p["layers_2"], np_lsq(h1, s2, 0, 15, h1)[0]), 0)
+  s4 = float(p["layers_4"]["input_step"])
+  want = _dense(p["layers_4"], np_lsq(h2, s4, 0, 15, h2)[0])
+  with quantized_inputs(rules, lsq4):
+    got = model.apply(variables, x)
+  wrapped = QuantizedInputs(model, tuple(rules), lsq4)                 # the same, built in
+  shapes_only = wrapped.init(jax.random.key(0), jnp.zeros_like(x))
+  assert float(shapes_only["params"]["layers_2"]["input_step"]) == 1.0    # no data: calibrate it
+  calibrated = calibrated_variables(wrapped, shapes_only, x)
+  assert jax.tree_util.tree_all(jax.tree.map(lambda a, b: bool(jnp.all(a == b)), calibrated, variables))
+  np.testing.assert_array_equal(np.asarray(wrapped.apply(variables, x)), np.asarray(got))
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-4, atol=1e-5)
+  assert not np.allclose(np.asarray(model.apply({"params": params}, x)), want, atol=1e-3)
+
+  def loss(params):
+    with quantized_inputs(rules, lsq4):
+      return jnp.sum(model.apply({**variables, "params": params}, x) ** 2)
+  grads = jax.grad(loss)(variables["params"])
+  assert float(jnp.abs(grads["layers_2"]["input_step"])) > 0
+
+
+def test_a_rule_or_a_layer_that_quantizes_nothing_is_an_error():
+  model, x = _mlp_and_batch()
+  params = model.init(jax.random.key(0), x)["params"]
+  with pytest.raises(ConfigError, match=r"Activation rule\(s\) \['conv.\*/kernel'\] matched no kernel"):
+    activation_layers(params, [Rule("conv.*/kernel", quantizer("s3", 3))])
+  with pytest.raises(ConfigError, match=r"Activation rule\(s\) \['layers_9/kernel'\] matched no kernel layer"):
+    with quantized_inputs([Rule(r"layers_[29]/kernel", quantizer("s3", 3)), Rule("layers_9/kernel", quantizer("s3", 3))],
+                          aq.ActivationQuantizer("fixed_point")):
+      model.init(jax.random.key(0), x)
+
+
+def test_calibrated_inputs_keep_a_running_max_in_batch_stats_and_fixed_point_keeps_nothing():
+  model, x = _mlp_and_batch()
+  cal = aq.ActivationQuantizer("calibrated", bits=8, momentum=0.5, signed="signed")
+  with quantized_inputs([Rule("layers_0/kernel", quantizer("s3", 3))], cal):
+    variables = model.init(jax.random.key(0), x)
+    start = float(variables["batch_stats"]["layers_0"]["input_abs_max"])
+    assert start == pytest.approx(float(jnp.max(jnp.abs(x))))
+    _, updated = model.apply(variables, 2 * x, mutable=["batch_stats"])
+    model.apply(variables, 2 * x)                                       # eval: nothing to update
+  assert float(updated["batch_stats"]["layers_0"]["input_abs_max"]) == pytest.approx(0.5 * start + start)
+  with quantized_inputs([Rule("layers_0/kernel", quantizer("s3", 3))],
+                        aq.ActivationQuantizer("fixed_point", integer_bits=4, fraction_bits=1)):
+    fixed = model.init(jax.random.key(0), x)
+    got = model.apply(fixed, x)
+  assert "batch_stats" not in fixed
+  p = fixed["params"]
+  h = np.maximum(_dense(p["layers_0"], np_round_to_fixed(np.asarray(x, np.float64), 4, 1)), 0)
+  h = np.maximum(_dense(p["layers_2"], h), 0)
+  np.testing.assert_allclose(np.asarray(got), _dense(p["layers_4"], h), rtol=1e-4, atol=1e-5)

@@ -1,0 +1,96 @@
+"""Quantized activations through the trainer and every deployment path, on real processes: LSQ step sizes in
+the train state survive kill -9 bit for bit, are refused by a resume with other activation settings, and
+the export's plain, shift-add, StableHLO and LiteRT paths compute what the trainer evaluated."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import chex
+import pytest
+
+from helpers import (REPO, assert_runtime_agrees_with_plain, cli_command, cli_env, load_config,
+                     restore_checkpoint, run_cli, run_tool)
+
+pytestmark = pytest.mark.slow
+
+LSQ = ("quant.activations=lsq", "quant.activation_bits=4")
+RUN = ("total_steps=40", "batch_size=32", "log_every_steps=5", "checkpoint_every_steps=10",
+       "eval_every_steps=40", "keep_checkpoints=10") + LSQ
+LAYERS = ["stage1_block0/conv1", "stage1_block0/conv2", "stage2_block0/conv1", "stage2_block0/conv2",
+          "stage2_block0/downsample_conv", "stage3_block0/conv1", "stage3_block0/conv2",
+          "stage3_block0/downsample_conv"]
+
+
+def _logged_step(workdir) -> int:
+  path = os.path.join(workdir, "metrics.jsonl")
+  lines = [l for l in open(path).read().splitlines() if l.strip().endswith("}")] if os.path.exists(path) else []
+  return json.loads(lines[-1])["step"] if lines else 0
+
+
+def _final_top1(workdir) -> float:
+  return [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl")) if "eval/top1" in l][-1]["eval/top1"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """An uninterrupted 40-step run of the digits ResNet-8 with 4-bit LSQ inputs."""
+  workdir = str(tmp_path_factory.mktemp("lsq"))
+  done = run_cli("digits", workdir, *RUN, devices=1)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert "inputs {'kind': 'lsq', 'bits': 4, 'signed': 'auto'}" in done.stderr
+  return workdir
+
+
+def test_kill_9_then_resume_gives_the_same_step_sizes_and_metrics(trained, tmp_path):
+  crashed = str(tmp_path)
+  proc = subprocess.Popen(cli_command("digits", crashed, *RUN), cwd=REPO, env=cli_env(1),
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 240
+  while _logged_step(crashed) < 25 and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.01)
+  assert proc.poll() is None, proc.stderr.read()[-2000:]
+  proc.send_signal(signal.SIGKILL)
+  proc.wait(timeout=120)
+  resumed = run_cli("digits", crashed, *RUN, devices=1)
+  assert resumed.returncode == 0, resumed.stderr[-2000:]
+  assert "from step 0:" not in resumed.stderr
+  (want, step_a), (got, step_b) = restore_checkpoint(trained), restore_checkpoint(crashed)
+  assert step_a == step_b == 40
+  chex.assert_trees_all_equal(want, got)  # bit-identical, step sizes included
+  steps = [want["params"][layer.split("/")[0]][layer.split("/")[1]]["input_step"] for layer in LAYERS]
+  assert all(float(s) > 0 for s in steps) and len({float(s) for s in steps}) == len(steps)
+  assert open(os.path.join(trained, "metrics.jsonl")).read() == open(os.path.join(crashed, "metrics.jsonl")).read()
+
+  for changed in (("quant.activation_bits=8",), ("quant.activations=none",)):
+    refused = run_cli("digits", crashed, *RUN, *changed, "total_steps=50", devices=1)
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].startswith(f"error: the checkpoint at step 40 in {crashed}")
+
+
+def test_the_export_runs_the_trainers_quantized_inputs_on_every_path(trained, tmp_path):
+  export = str(tmp_path / "export")
+  run_tool("export.py", f"--workdir={trained}", f"--output={export}", "--litert=float,dynamic_int8")
+  manifest = json.load(open(os.path.join(export, "manifest.json")))
+  assert manifest["activations"] == {"kind": "lsq", "bits": 4, "signed": "auto", "layers": LAYERS}
+  config = load_config("digits")
+  top1 = {}
+  for path in ("plain", "shift_add", "stablehlo"):
+    final = run_tool("evaluate.py", "--config=configs/digits.py", f"--export={export}", f"--path={path}")[-1]
+    top1[path] = float(final.split()[3])
+  assert top1["plain"] == pytest.approx(_final_top1(trained), abs=1e-4)  # the trainer's eval, as printed
+  assert top1["shift_add"] == top1["stablehlo"] == top1["plain"]
+  assert_runtime_agrees_with_plain(config, export, "litert")
+
+  without = run_cli("digits", str(tmp_path / "refused"), "quant.activations=fixed_point", "init_from=/nowhere",
+                    devices=1)
+  assert without.returncode != 0 and "Traceback" not in without.stderr
+  assert "init_from with quant.activations='fixed_point' is not supported yet" in without.stderr
+  onnx = subprocess.run([sys.executable, os.path.join(REPO, "export.py"), f"--workdir={trained}",
+                         f"--output={tmp_path / 'onnx'}", "--onnx"], cwd=REPO, env=cli_env(1), capture_output=True,
+                        text=True, timeout=300)
+  assert onnx.returncode != 0 and onnx.stderr.strip().splitlines()[-1].startswith(
+      "error: ONNX export of quantized activations (lsq) is not supported")
+  assert not os.path.exists(tmp_path / "onnx")
