@@ -24,7 +24,7 @@ _PATH = flags.DEFINE_enum("path", "plain", ["plain", "shift_add", "stablehlo", "
                           "With --export: decoded weights, the multiplication-free path, model.stablehlo, "
                           "a LiteRT file or model.onnx under ONNX Runtime (these two also print the share of "
                           "top-1 classes that agree with the plain path).")
-_LITERT_MODE = flags.DEFINE_enum("litert_mode", "dynamic_int8", ["float", "dynamic_int8"],
+_LITERT_MODE = flags.DEFINE_enum("litert_mode", "dynamic_int8", ["float", "dynamic_int8", "full_int8"],
                                  "With --path=litert: which LiteRT file (its largest batch).")
 _ONNX_MODE = flags.DEFINE_enum("onnx_mode", "dynamic_int8", ["float", "dynamic_int8"],
                                "With --path=onnx: MatMulNBits computing in float32 or on int8 activations.")

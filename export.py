@@ -15,8 +15,9 @@ _STEP = flags.DEFINE_integer("step", None, "The checkpoint step to export (defau
 _STABLEHLO = flags.DEFINE_bool("stablehlo", True, "Also write model.stablehlo (the plain path, weights baked "
                                "in), which runs with only jax installed.")
 _LITERT = flags.DEFINE_list("litert", [], "LiteRT files to add, one per mode and batch: float (float "
-                            "activations), dynamic_int8 (int8 activations at run time); the weights as int4/int8 "
-                            "levels. Needs `pip install --no-deps -r requirements-litert.txt`.")
+                            "activations), dynamic_int8 (int8 activations at run time), full_int8 (the trained "
+                            "activation grids as int8: runs with quant.activations=lsq or calibrated); the weights "
+                            "as int4/int8 levels. Needs `pip install --no-deps -r requirements-litert.txt`.")
 _LITERT_BATCH = flags.DEFINE_list("litert_batch", ["1"], "The batch sizes of the LiteRT files (one file each).")
 _ONNX = flags.DEFINE_bool("onnx", False, "Also write model.onnx (any batch), its Dense layers with 4-bit levels "
                           "as MatMulNBits. Needs `pip install --no-deps -r requirements-onnx.txt`.")

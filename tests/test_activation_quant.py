@@ -204,3 +204,12 @@ def test_calibrated_inputs_keep_a_running_max_in_batch_stats_and_fixed_point_kee
   h = np.maximum(_dense(p["layers_0"], np_round_to_fixed(np.asarray(x, np.float64), 4, 1)), 0)
   h = np.maximum(_dense(p["layers_2"], h), 0)
   np.testing.assert_allclose(np.asarray(got), _dense(p["layers_4"], h), rtol=1e-4, atol=1e-5)
+
+
+def test_full_int8_litert_needs_8_bit_grids():
+  from s3jax.deploy.litert import check_full_int8
+  check_full_int8(aq.ActivationQuantizer("lsq", bits=8))
+  check_full_int8(aq.ActivationQuantizer("calibrated", bits=8))
+  for other in (aq.ActivationQuantizer("lsq", bits=4), aq.ActivationQuantizer("fixed_point"), aq.ActivationQuantizer()):
+    with pytest.raises(ConfigError, match="--litert=full_int8 needs activations quantized to 8 bits"):
+      check_full_int8(other)

@@ -74,8 +74,10 @@ def export_checkpoint(workdir: str, output: str, step: int | None = None, stable
   if os.path.isdir(output) and os.listdir(output):
     raise ConfigError(f"{output} is not empty; choose a new or empty --output directory.")
   config = workdir_files.read_config(workdir)
-  model, variables, step, spec = restore_variables(config, workdir, step)
   run = resolve_run(config)
+  if "full_int8" in litert_modes:
+    litert.check_full_int8(run.activations)
+  model, variables, step, spec = restore_variables(config, workdir, step)
   activations = ({**run.activations.describe(), "layers": list(activation_layers(variables["params"], run.activation_rules))}
                  if run.activations.enabled else None)
   # Written beside `output` and renamed into place only when complete: an export cut short (Ctrl-C, a

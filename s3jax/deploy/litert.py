@@ -9,9 +9,12 @@ and converted without TensorFlow (`litert-converter`), which folds the BatchNorm
 quantized conv's per-channel scale.
 
 Modes: 'float' keeps float activations (the weights are dequantized at load); 'dynamic_int8' quantizes
-each quantized layer's input on the fly (LiteRT's hybrid kernels). One batch size per file: in jax 0.10
+each quantized layer's input on the fly (LiteRT's hybrid kernels); 'full_int8', for a run that trained
+quantized activations (`quant.activations=lsq` or `calibrated`, 8 bits), stores each quantized
+layer's input as int8 on its learned grid, so that the layer runs on int8 kernels. One batch size per file: in jax 0.10
 a composite under a symbolic batch does not lower.
 """
+import contextlib
 import os
 
 import flax.linen as nn
@@ -23,10 +26,12 @@ from s3jax.deploy.export_format import Export, is_quantized
 from s3jax.deploy.manifest import ExportError, file_entry, read_manifest, verified_path, write_manifest
 from s3jax.deploy.runtimes import LITERT_INSTALL, interpreter_runner
 from s3jax.errors import ConfigError
+from s3jax.models.quantized_inputs import ABS_MAX, SIGNED, STEP, unwrapped
+from s3jax.quant.activations import calibrated_step
 from s3jax.quant.tree import path_name
 from s3jax.records.eval_program import eval_logits
 
-MODES = ("float", "dynamic_int8")
+MODES = ("float", "dynamic_int8", "full_int8")
 # requirements-litert.txt, installed --no-deps: litert-converter pins an old typing-extensions through
 # xdsl, which its conversion never imports.
 INSTALL = LITERT_INSTALL
@@ -85,12 +90,52 @@ def _dynamic_int8(x):
       x, dtype="i8", narrow_range=False, scale=np.zeros((0,), np.float32), zero_point=np.zeros((0,), np.int32))
 
 
+def _static_int8(x, scale: float, zero_point: int):
+  """A per-tensor int8 composite: `x` on the grid `scale * (q - zero_point)`, q in [-128, 127], as int8
+  activations (its body, the fake quantization, is what the converter replaces by QUANTIZE)."""
+  low, high = (-128 - zero_point) * scale, (127 - zero_point) * scale
+  return jax.lax.composite(lambda x, **_: jnp.clip(jnp.round(x / scale), low / scale, high / scale) * scale,
+                           name="quant.fake_quant")(
+      x, dtype="i8", narrow_range=False, scale=np.asarray([scale], np.float32),
+      zero_point=np.asarray([zero_point], np.int32))
+
+
+def check_full_int8(aq) -> None:
+  """A ConfigError unless activations quantized by `aq` are int8 grids: lsq or calibrated at 8 bits (an
+  int8 tensor holds a narrower grid's codes but cannot clip at its ends, so 4-bit inputs would not be)."""
+  if not aq.has_step or aq.bits != 8:
+    raise ConfigError(f"--litert=full_int8 needs activations quantized to 8 bits (quant.activations=lsq or "
+                      f"calibrated, activation_bits=8); this run's are {aq.describe()}. Use --litert=dynamic_int8.")
+
+
+def static_input_grids(export: Export) -> dict[str, tuple[float, int]]:
+  """{layer path: (scale, int8 zero point)} of each quantized layer input, from its learned or calibrated
+  step and signedness: a signed 8-bit grid [-128, 127] is int8 at zero point 0, an unsigned one [0, 255] at
+  -128. A ConfigError where the export's inputs are no 8-bit grid (`check_full_int8`)."""
+  aq = export.activations
+  check_full_int8(aq)
+  grids = {}
+  for layer in export.manifest["activations"]["layers"]:
+    params, stats = export.params, export.batch_stats
+    for key in layer.split("/"):
+      params, stats = params[key], stats[key]
+    signed = float(np.asarray(stats[SIGNED])) > 0
+    if aq.kind == "lsq":
+      step = float(np.asarray(params[STEP]))
+    else:
+      step = float(calibrated_step(np.asarray(stats[ABS_MAX]), aq.bits, signed))
+    grids[layer] = (step, 0 if signed else -128)
+  return grids
+
+
 def lowbit_function(export: Export, mode: str, lowbit: bool = True):
   """images -> logits of the export with its quantized kernels as integer constants (`lowbit`; else the
   same weights as float32 constants, the LiteRT float baseline) and, for 'dynamic_int8', their layers'
-  inputs quantized at run time. Returns (function, {kernel path: its integer type})."""
+  inputs quantized at run time; for 'full_int8', those inputs as int8 tensors of their learned grids
+  (`static_input_grids`). Returns (function, {kernel path: its integer type})."""
   model = export.create_model()
   stored, plans = {}, {}  # {kernel path: its type}, {layer path: its plan}
+  grids = static_input_grids(export) if mode == "full_int8" else {}
 
   def kernel(path, leaf):
     if not is_quantized(leaf):
@@ -121,23 +166,29 @@ def lowbit_function(export: Export, mode: str, lowbit: bool = True):
       if not (isinstance(module, LAYERS) and context.method_name == "__call__"):
         return next_fun(*args, **kwargs)
       name = "/".join(module.path)
-      dynamic = mode == "dynamic_int8" and name in plans
+      if mode == "dynamic_int8" and name in plans:
+        annotate = _dynamic_int8
+      elif name in grids:
+        annotate = lambda x: _static_int8(x, *grids[name])  # noqa: E731
+      else:
+        annotate = lambda x: x  # noqa: E731
       if isinstance(module, nn.Conv) and len(module.kernel_size) == 1:
         kernel = weights(plans.get(name, module.variables["params"]["kernel"]), height=True)
-        return _conv1d_as_2d(module, kernel, args[0], dynamic)
-      if dynamic:
-        args = (_dynamic_int8(args[0]),) + tuple(args[1:])
-      return next_fun(*args, **kwargs)
+        return _conv1d_as_2d(module, kernel, args[0], annotate)
+      return next_fun(annotate(args[0]), *args[1:], **kwargs)
 
-    with nn.intercept_methods(interceptor):
-      return eval_logits(model, params, export.batch_stats, images)
+    flax_model, quantized_inputs = unwrapped(model)
+    if grids:  # each grid's composite quantizes its input itself: LiteRT's QUANTIZE, not float ops
+      quantized_inputs = contextlib.nullcontext()
+    with quantized_inputs, nn.intercept_methods(interceptor):  # inputs quantized first, then annotated
+      return eval_logits(flax_model, params, export.batch_stats, images)
 
   return apply, stored
 
 
-def _conv1d_as_2d(module: nn.Conv, kernel, x, dynamic: bool):
+def _conv1d_as_2d(module: nn.Conv, kernel, x, annotate):
   """The 1-D conv `module` over (batch, time, channels) as a 2-D conv over a unit height (TFLite has no
-  1-D convolution), its input quantized at run time where `dynamic`."""
+  1-D convolution), its input annotated (int8 at run time, or on a static grid) by `annotate`."""
   strides = module.strides or 1
   strides = (strides,) if isinstance(strides, int) else tuple(strides)
   padding = module.padding if isinstance(module.padding, str) else ((0, 0), *module.padding)
@@ -145,7 +196,7 @@ def _conv1d_as_2d(module: nn.Conv, kernel, x, dynamic: bool):
                       padding=padding)
   x = x[:, None]
   variables = {"kernel": kernel, **({"bias": module.variables["params"]["bias"]} if module.use_bias else {})}
-  return conv.apply({"params": variables}, _dynamic_int8(x) if dynamic else x)[:, 0]
+  return conv.apply({"params": variables}, annotate(x))[:, 0]
 
 
 def convert(apply, input_shape, batch: int, dynamic: bool) -> bytes:
