@@ -107,3 +107,18 @@ def test_the_export_runs_the_trainers_quantized_inputs_on_every_path(trained, tm
   assert onnx.returncode != 0 and onnx.stderr.strip().splitlines()[-1].startswith(
       "error: ONNX export of quantized activations (lsq) is not supported")
   assert not os.path.exists(tmp_path / "onnx")
+
+
+def test_the_activation_study_runs_its_quick_grid_and_writes_its_page(tmp_path):
+  output = str(tmp_path / "study")
+  lines = run_tool("benchmarks/activation_study.py", f"--output={output}", "--quick")
+  assert lines[-1] == f"wrote {output}/RESULTS.md"
+  assert sum("top-1" in line for line in lines) == 2
+  page = open(os.path.join(output, "RESULTS.md")).read()
+  assert "| S3 | 8 (LSQ) | " in page and "| DeepShift-PS | 16.16 fixed point | " in page
+  results = json.load(open(os.path.join(output, "results", "activations", "activations.json")))
+  assert set(results["mnist"]) == {"mnist_s3_a8", "mnist_deepshift_ps_fixed"}
+  assert all(len(v) == 1 and 0 <= v[0] <= 1 for v in results["mnist"].values())
+  assert os.path.getsize(os.path.join(output, "results", "activations", "activations.png")) > 10_000
+  again = run_tool("benchmarks/activation_study.py", f"--output={output}", "--quick")
+  assert sum("done before" in line for line in again) == 2
