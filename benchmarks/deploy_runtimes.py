@@ -9,7 +9,9 @@ Random 3-bit S3 latents (or --export's codes), side by side and interleaved, med
 - XLA float32: the eval program on the decoded weights (passed as arguments): the float network;
 - XLA plain: the export's plain path (latents materialized at every call, as the trainer evaluates);
 - StableHLO: model.stablehlo (its weights decoded once, at export);
-- LiteRT float32, LiteRT low-bit (int4/int8 weights, float activations), LiteRT dynamic int8;
+- LiteRT float32, LiteRT low-bit (int4/int8 weights, float activations), LiteRT dynamic int8, LiteRT full
+  int8 (the quantized layers' inputs as int8 on 8-bit LSQ grids: the same latents with steps calibrated on
+  random inputs, or --export's own if it trained them);
 - ONNX float32, ONNX MatMulNBits (4-bit Dense kernels, float compute), ONNX MatMulNBits int8 (int8
   activations, accuracy_level 4).
 Peak RAM (with --ram, at the first batch): each variant loads and runs once in a process of its own,
@@ -46,7 +48,8 @@ XLA = ("XLA float32", "XLA plain", "StableHLO")
 LITERT = {"LiteRT float32": ("float", False), "LiteRT low-bit": ("float", True),
           "LiteRT dynamic int8": ("dynamic_int8", True)}
 ONNX = {"ONNX float32": None, "ONNX MatMulNBits": "float", "ONNX MatMulNBits int8": "dynamic_int8"}
-LOWBIT_LITERT = ("LiteRT low-bit", "LiteRT dynamic int8")
+LOWBIT_LITERT = ("LiteRT low-bit", "LiteRT dynamic int8", "LiteRT full int8")
+FULL_INT8 = "LiteRT full int8"
 
 
 def cpu_name() -> str:
@@ -79,6 +82,15 @@ def write_files(model: str, directory: str, batch: int, export_dir=None) -> dict
     content = litert.convert(litert.lowbit_function(export, mode, lowbit)[0], export.input_shape, batch,
                              mode == "dynamic_int8")
     files[name] = _write(directory, f"{name}.tflite", content)
+  full = export if export.activations.enabled else None
+  if full is None and not export_dir:
+    full = load(activation_export(export, os.path.join(directory, "activations"), model))
+  try:
+    if full is not None:
+      content = litert.convert(litert.lowbit_function(full, "full_int8")[0], export.input_shape, batch, False)
+      files[FULL_INT8] = _write(directory, f"{FULL_INT8}.tflite", content)
+  except ConfigError as err:
+    print(f"{model or 'export'}: no full int8 row: {err}")
   _, to_onnx = onnx_export._modules()
   float_model = to_onnx(onnx_export.float_function(export), [("batch", *export.input_shape)])
   float_model.ir_version = min(float_model.ir_version, onnx_export.IR_VERSION)
@@ -91,6 +103,31 @@ def write_files(model: str, directory: str, batch: int, export_dir=None) -> dict
   files["ONNX float32"] = _write(directory, "float32.onnx", float_model.SerializeToString())
   files.update({name: nbits for name, mode in ONNX.items() if mode})
   return files
+
+
+def activation_export(export, directory: str, model_name: str) -> str:
+  """A copy of the random-latent `export` whose quantized layers' inputs are on 8-bit LSQ grids, their steps
+  and signedness calibrated on random normal inputs as a run sets them from its first batch: what
+  `--litert=full_int8` converts."""
+  import jax.numpy as jnp
+  from flax import traverse_util
+  from s3jax.deploy.export_format import latent_tree
+  from s3jax.models import QuantizedInputs, activation_layers, default_quant_patterns
+  from s3jax.models.quantized_inputs import STEP, calibrated_variables
+  from s3jax.quant import ActivationQuantizer
+  aq, rules = ActivationQuantizer("lsq", bits=8), tuple(default_quant_patterns(model_name))
+  model = QuantizedInputs(export.create_model(), rules, aq)
+  shape = export.input_shape
+  fresh = jax.jit(lambda key: model.init(key, jnp.zeros((1, *shape)), train=False))(jax.random.key(0))
+  latents = traverse_util.flatten_dict(latent_tree(export.params))
+  latents |= {k: v for k, v in traverse_util.flatten_dict(fresh["params"]).items() if k[-1] == STEP}
+  images = jax.random.normal(jax.random.key(1), (16, *shape))
+  variables = jax.jit(lambda v: calibrated_variables(model, v, images, train=True))(
+      {"params": traverse_util.unflatten_dict(latents), "batch_stats": fresh.get("batch_stats", {})})
+  write_export(variables["params"], variables["batch_stats"], directory, model=export.manifest["model"],
+               num_classes=export.manifest["num_classes"], step=0, input_spec=export.manifest["input"],
+               activations={**aq.describe(), "layers": list(activation_layers(variables["params"], rules))})
+  return directory
 
 
 def _write(directory, name, content: bytes) -> str:
@@ -115,7 +152,7 @@ def runner(variant: str, directory: str, files: dict):
     return lambda x: np.asarray(apply(x))
   with open(files[variant], "rb") as f:
     content = f.read()
-  if variant in LITERT:
+  if variant in LITERT or variant == FULL_INT8:
     return runtimes.interpreter_runner(content)
   return runtimes.onnx_runner(runtimes.onnx_session(content, ONNX[variant] or "float"))
 
@@ -170,7 +207,7 @@ def measure(model: str, batch: int, args, rows: list) -> dict:
   with tempfile.TemporaryDirectory() as directory:
     files = write_files(model, directory, batch, args.export)
     runs = {}
-    for name in (*XLA, *LITERT, *ONNX):
+    for name in (*XLA, *LITERT, FULL_INT8, *ONNX):
       if name in files or name in XLA:
         try:
           runs[name] = runner(name, directory, files)
