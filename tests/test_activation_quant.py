@@ -213,3 +213,43 @@ def test_full_int8_litert_needs_8_bit_grids():
   for other in (aq.ActivationQuantizer("lsq", bits=4), aq.ActivationQuantizer("fixed_point"), aq.ActivationQuantizer()):
     with pytest.raises(ConfigError, match="--litert=full_int8 needs activations quantized to 8 bits"):
       check_full_int8(other)
+
+
+def test_nnx_layers_quantize_their_inputs_in_place_with_their_paths_kept():
+  import copy
+
+  from flax import nnx
+
+  from s3jax.models.quantized_inputs import quantize_nnx_inputs
+
+  class CNN(nnx.Module):
+    def __init__(self, rngs):
+      self.conv = nnx.Conv(1, 8, (3, 3), rngs=rngs)
+      self.head = nnx.Linear(8, 10, rngs=rngs)
+
+    def __call__(self, x):
+      return self.head(nnx.relu(self.conv(x)).mean((1, 2)))
+
+  model, x = CNN(nnx.Rngs(0)), jnp.asarray(_activations(10, shape=(16, 8, 8, 1)))
+  plain = copy.deepcopy(model)
+  rules = [Rule(r"(conv|head)/kernel", quantizer("s3", 3))]
+  quantize_nnx_inputs(model, rules, aq.ActivationQuantizer("lsq", bits=4), x)
+  # By hand: the conv's input is signed (Q_N 8, Q_P 7), the head's after a ReLU unsigned (0, 15), each
+  # step LSQ's init from what the layer saw on that first call.
+  s_conv = 2 * np.mean(np.abs(np.asarray(x))) / math.sqrt(7)
+  h = np.asarray(nnx.relu(plain.conv(jnp.asarray(np_lsq(np.asarray(x), s_conv, 8, 7, x)[0], jnp.float32))).mean((1, 2)))
+  s_head = 2 * np.mean(np.abs(h)) / math.sqrt(15)
+  want = plain.head(jnp.asarray(np_lsq(h, s_head, 0, 15, h)[0], jnp.float32))
+  np.testing.assert_allclose(float(model.conv.input_step[...]), s_conv, rtol=1e-5)
+  np.testing.assert_allclose(float(model.head.input_step[...]), s_head, rtol=1e-4)
+  assert float(model.conv.input_signed[...]) == 1.0 and float(model.head.input_signed[...]) == 0.0
+  np.testing.assert_allclose(np.asarray(model(x)), np.asarray(want), rtol=1e-4, atol=1e-5)
+
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+  assert sorted(nnx.to_pure_dict(params)["conv"]) == ["bias", "input_step", "kernel"]
+  grads = jax.grad(lambda p: jnp.sum(nnx.merge(graphdef, p, rest, copy=True)(x) ** 2))(params)
+  assert float(jnp.abs(nnx.to_pure_dict(grads)["head"]["input_step"])) > 0
+  with pytest.raises(ConfigError, match=r"Activation rule\(s\) \['dense/kernel'\] matched no kernel layer"):
+    quantize_nnx_inputs(CNN(nnx.Rngs(0)), ["dense/kernel"], aq.ActivationQuantizer("lsq"), x)
+  with pytest.raises(ConfigError, match="quantize_nnx_inputs takes lsq or fixed_point"):
+    quantize_nnx_inputs(CNN(nnx.Rngs(0)), ["conv/kernel"], aq.ActivationQuantizer("calibrated"), x)

@@ -12,6 +12,7 @@ from a batch (a model initialized on shapes, then calibrated on data: the traine
 """
 import contextlib
 import dataclasses
+import functools
 from typing import NamedTuple, Sequence
 
 import flax
@@ -181,3 +182,72 @@ def unwrapped(model):
   if isinstance(model, QuantizedInputs):
     return model.model, model.block()
   return model, contextlib.nullcontext()
+
+
+# ------------------------------------------------------------------------------------------------- NNX
+
+class _QuantizedInputLayer:
+  """Mixed into an NNX layer's class by `quantize_nnx_inputs`: its input quantized before its own call."""
+
+  def __call__(self, x, *args, **kwargs):
+    aq = self.input_quantizer
+    if aq.kind == "fixed_point":
+      x = activations.round_to_fixed(x, aq.integer_bits, aq.fraction_bits)
+    else:
+      if self.input_calibrating:
+        self.input_signed[...] = activations.initial_signed(x, aq.signed)
+        self.input_step[...] = activations.lsq_initial_step(x, aq.bits, self.input_signed[...])
+      x = activations.lsq(x, self.input_step[...], aq.bits, self.input_signed[...]).astype(x.dtype)
+    return super().__call__(x, *args, **kwargs)
+
+
+_NNX_CLASSES: dict[type, type] = {}
+
+
+def quantize_nnx_inputs(model, rules: Sequence[Rule | str], aq: ActivationQuantizer, x, *args, **kwargs):
+  """Quantizes, in place, the input of each layer of the NNX `model` whose kernel path a quantizing rule
+  chooses (lsq or fixed_point): the layer keeps its path and gains an `nnx.Param` `input_step` and an
+  `nnx.BatchStat` `input_signed`, both set by one call `model(x, *args, **kwargs)` on a first batch (LSQ's
+  init). Returns `model`. A rule that matches no kernel layer is an error, as for Linen."""
+  from flax import nnx  # NNX users only
+  if aq.kind == "calibrated":
+    raise ConfigError("quantize_nnx_inputs takes lsq or fixed_point; a calibrated running max needs a "
+                      "train/eval switch NNX layers do not share. Use lsq.")
+  choices = layer_choices(rules)
+  used, chosen = [False] * len(choices), []
+  for path, node in nnx.iter_graph(model):
+    if isinstance(node, nnx.Module) and path and isinstance(getattr(node, "kernel", None), nnx.Param):
+      i = first_match(choices, "/".join(map(str, path)) + KERNEL)
+      if i is not None:
+        used[i] = True
+        if choices[i].quantizes:
+          chosen.append(path)
+  unused = [c.pattern for c, hit in zip(choices, used) if not hit]
+  if unused:
+    raise ConfigError(f"Activation rule(s) {unused} matched no kernel layer of the NNX model.")
+  layers = []
+  for path in chosen:  # each layer replaced in its parent by a copy of its quantizing subclass
+    parent = functools.reduce(_child, path[:-1], model)
+    node = _child(parent, path[-1])
+    cls = type(node)
+    if cls not in _NNX_CLASSES:
+      _NNX_CLASSES[cls] = type(f"QuantizedInput{cls.__name__}", (_QuantizedInputLayer, cls), {})
+    layer = object.__new__(_NNX_CLASSES[cls])
+    vars(layer).update(vars(node))
+    layer.input_quantizer, layer.input_calibrating = aq, aq.kind != "fixed_point"
+    if aq.kind != "fixed_point":
+      layer.input_step, layer.input_signed = nnx.Param(jnp.float32(1.0)), nnx.BatchStat(jnp.float32(0.0))
+    if isinstance(path[-1], int):
+      parent[path[-1]] = layer
+    else:
+      setattr(parent, path[-1], layer)
+    layers.append(layer)
+  if layers and aq.kind != "fixed_point":
+    model(x, *args, **kwargs)
+  for layer in layers:
+    layer.input_calibrating = False
+  return model
+
+
+def _child(node, key):
+  return node[key] if isinstance(key, int) else getattr(node, key)
