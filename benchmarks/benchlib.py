@@ -184,3 +184,28 @@ def compiled_step(state, step, batch, compiler_options: dict | None = None):
   start = time.perf_counter()
   compiled = step.lower(state, batch).compile(compiler_options=compiler_options)
   return compiled, time.perf_counter() - start
+
+
+def activation_export(export, directory: str, model_name: str) -> str:
+  """A copy of the random-latent `export` whose quantized layers' inputs are on 8-bit LSQ grids, their steps
+  and signedness calibrated on random normal inputs as a run sets them from its first batch: what
+  `--litert=full_int8` converts."""
+  import jax.numpy as jnp
+  from flax import traverse_util
+  from s3jax.deploy.export_format import latent_tree, write_export
+  from s3jax.models import QuantizedInputs, activation_layers, default_quant_patterns
+  from s3jax.models.quantized_inputs import STEP, calibrated_variables
+  from s3jax.quant import ActivationQuantizer
+  aq, rules = ActivationQuantizer("lsq", bits=8), tuple(default_quant_patterns(model_name))
+  model = QuantizedInputs(export.create_model(), rules, aq)
+  shape = export.input_shape
+  fresh = jax.jit(lambda key: model.init(key, jnp.zeros((1, *shape)), train=False))(jax.random.key(0))
+  latents = traverse_util.flatten_dict(latent_tree(export.params))
+  latents |= {k: v for k, v in traverse_util.flatten_dict(fresh["params"]).items() if k[-1] == STEP}
+  images = jax.random.normal(jax.random.key(1), (16, *shape))
+  variables = jax.jit(lambda v: calibrated_variables(model, v, images, train=True))(
+      {"params": traverse_util.unflatten_dict(latents), "batch_stats": fresh.get("batch_stats", {})})
+  write_export(variables["params"], variables["batch_stats"], directory, model=export.manifest["model"],
+               num_classes=export.manifest["num_classes"], step=0, input_spec=export.manifest["input"],
+               activations={**aq.describe(), "layers": list(activation_layers(variables["params"], rules))})
+  return directory

@@ -32,7 +32,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from benchlib import initial_variables
+from benchlib import activation_export, initial_variables
 from s3jax.cli import parse_flags
 from s3jax.deploy import inference, litert, onnx_export, runtimes
 from s3jax.deploy.export_format import decode_tree, load, write_export
@@ -103,31 +103,6 @@ def write_files(model: str, directory: str, batch: int, export_dir=None) -> dict
   files["ONNX float32"] = _write(directory, "float32.onnx", float_model.SerializeToString())
   files.update({name: nbits for name, mode in ONNX.items() if mode})
   return files
-
-
-def activation_export(export, directory: str, model_name: str) -> str:
-  """A copy of the random-latent `export` whose quantized layers' inputs are on 8-bit LSQ grids, their steps
-  and signedness calibrated on random normal inputs as a run sets them from its first batch: what
-  `--litert=full_int8` converts."""
-  import jax.numpy as jnp
-  from flax import traverse_util
-  from s3jax.deploy.export_format import latent_tree
-  from s3jax.models import QuantizedInputs, activation_layers, default_quant_patterns
-  from s3jax.models.quantized_inputs import STEP, calibrated_variables
-  from s3jax.quant import ActivationQuantizer
-  aq, rules = ActivationQuantizer("lsq", bits=8), tuple(default_quant_patterns(model_name))
-  model = QuantizedInputs(export.create_model(), rules, aq)
-  shape = export.input_shape
-  fresh = jax.jit(lambda key: model.init(key, jnp.zeros((1, *shape)), train=False))(jax.random.key(0))
-  latents = traverse_util.flatten_dict(latent_tree(export.params))
-  latents |= {k: v for k, v in traverse_util.flatten_dict(fresh["params"]).items() if k[-1] == STEP}
-  images = jax.random.normal(jax.random.key(1), (16, *shape))
-  variables = jax.jit(lambda v: calibrated_variables(model, v, images, train=True))(
-      {"params": traverse_util.unflatten_dict(latents), "batch_stats": fresh.get("batch_stats", {})})
-  write_export(variables["params"], variables["batch_stats"], directory, model=export.manifest["model"],
-               num_classes=export.manifest["num_classes"], step=0, input_spec=export.manifest["input"],
-               activations={**aq.describe(), "layers": list(activation_layers(variables["params"], rules))})
-  return directory
 
 
 def _write(directory, name, content: bytes) -> str:
