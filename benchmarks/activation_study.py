@@ -49,6 +49,7 @@ flags.DEFINE_integer("seeds", 3, "Seeds per arm.", lower_bound=1)
 flags.DEFINE_list("datasets", [d for d, _, _ in DATASETS], "Datasets, in the order they run.")
 flags.DEFINE_bool("quick", False, "Two arms on the 8x8 digits, 6 steps, 1 seed.")
 flags.DEFINE_string("publish", None, "Also put the page into this file's 'activations' section.")
+flags.DEFINE_bool("page_only", False, "Write the page from the runs finished so far, training none.")
 
 
 def grid_args(output: str, dataset: str, seeds: int, quick: bool):
@@ -74,11 +75,23 @@ def collect(output: str, dataset: str, args) -> dict:
   return table
 
 
+def finished_seconds(output: str, args) -> float:
+  """The summed run time of the grid's finished runs (from their markers)."""
+  total = 0.0
+  for name, _, _ in args.suite.grid:
+    for seed in range(args.seeds):
+      marker = os.path.join(output, "runs", f"{name}_seed{seed}", "paper_claims_done.json")
+      if os.path.exists(marker):
+        total += json.load(open(marker))["seconds"]
+  return total
+
+
 def _cell(values) -> str:
   if not values:
     return "–"
   mean = 100 * np.mean(values)
-  return f"{mean:.2f}" if len(values) == 1 else f"{mean:.2f} ± {100 * np.std(values, ddof=1):.2f} ({len(values)})"
+  spread = f" ± {100 * np.std(values, ddof=1):.2f}" if len(values) > 1 else ""
+  return f"{mean:.2f}{spread} ({len(values)})"
 
 
 def plot(tables: dict, titles: dict, path: str):
@@ -104,8 +117,9 @@ def plot(tables: dict, titles: dict, path: str):
     every = [100 * v for values in table.values() for v in values]
     ax.set(title=titles[dataset], ylabel="eval top-1 (%) over seeds, bars 1 sd",
            xticks=range(len(methods)), xticklabels=[f"{m} 3 bits" for m in methods],
-           ylim=(max(0, min(every, default=0) - 2), 100))
-    ax.legend(loc="lower right", fontsize=8)
+           ylim=(max(0, min(every, default=0) - 2), 100), xlim=(-0.6, len(methods) - 0.4))
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(loc="lower right", fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
@@ -157,8 +171,10 @@ def main(argv):
     if known not in dict((d, c) for d, _, c in DATASETS):
       raise SystemExit(f"error: --datasets={known!r} is unknown; use {[d for d, _, _ in DATASETS]}.")
   seconds = 0.0
-  for upto in range(1, seeds + 1):  # seed by seed: every arm's first seed before any arm's second
+  for upto in range(1, seeds + 1) if not args.page_only else ():  # seed by seed: every arm's first seed first
     seconds = sum(run_grid(grid_args(args.output, d, upto, args.quick)) for d in datasets)
+  if args.page_only:
+    seconds = sum(finished_seconds(args.output, grid_args(args.output, d, seeds, args.quick)) for d in datasets)
   page = write_page(args.output, datasets, seeds, args.quick, seconds)
   print(f"wrote {page}")
   if args.publish:

@@ -5,14 +5,16 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import chex
+import numpy as np
 import pytest
 
 from helpers import (REPO, assert_runtime_agrees_with_plain, cli_command, cli_env, load_config,
                      restore_checkpoint, run_cli, run_tool)
+from s3jax.errors import ConfigError
+from s3jax.records.resolved import resolve_run
 
 pytestmark = pytest.mark.slow
 
@@ -65,10 +67,11 @@ def test_kill_9_then_resume_gives_the_same_step_sizes_and_metrics(trained, tmp_p
   assert all(float(s) > 0 for s in steps) and len({float(s) for s in steps}) == len(steps)
   assert open(os.path.join(trained, "metrics.jsonl")).read() == open(os.path.join(crashed, "metrics.jsonl")).read()
 
-  for changed in (("quant.activation_bits=4",), ("quant.activations=none",)):
-    refused = run_cli("digits", crashed, *RUN, *changed, "total_steps=90", devices=1)
-    assert refused.returncode != 0 and "Traceback" not in refused.stderr
-    assert refused.stderr.strip().splitlines()[-1].startswith(f"error: the checkpoint at step 80 in {crashed}")
+  refused = run_cli("digits", crashed, *RUN, "quant.activation_bits=4", "total_steps=90", devices=1)
+  assert refused.returncode != 0 and "Traceback" not in refused.stderr
+  assert refused.stderr.strip().splitlines()[-1] == (
+      f"error: the checkpoint at step 80 in {crashed}/checkpoints was written with activations kind=lsq bits=8 "
+      "signed=auto, not kind=lsq bits=4 signed=auto; use a new --workdir or the config it was trained with.")
 
 
 def test_the_export_runs_the_trainers_quantized_inputs_on_every_path(trained, tmp_path):
@@ -76,16 +79,18 @@ def test_the_export_runs_the_trainers_quantized_inputs_on_every_path(trained, tm
   run_tool("export.py", f"--workdir={trained}", f"--output={export}", "--litert=float,dynamic_int8,full_int8")
   manifest = json.load(open(os.path.join(export, "manifest.json")))
   assert manifest["activations"] == {"kind": "lsq", "bits": 8, "signed": "auto", "layers": LAYERS}
+  from s3jax import data
+  from s3jax.deploy.from_workdir import evaluate_export, export_checkpoint
   config = load_config("digits")
-  top1 = {}
-  for path in ("plain", "shift_add", "stablehlo"):
-    final = run_tool("evaluate.py", "--config=configs/digits.py", f"--export={export}", f"--path={path}")[-1]
-    top1[path] = float(final.split()[3])
-  assert top1["plain"] == pytest.approx(_final_top1(trained), abs=1e-4)  # the trainer's eval, as printed
+  dataset = data.create_dataset(config)
+  results = {path: evaluate_export(config, export, path, dataset=dataset) for path in ("plain", "shift_add", "stablehlo")}
+  top1 = {path: metrics["eval/top1"] for path, (metrics, _, _) in results.items()}
+  assert top1["plain"] == pytest.approx(_final_top1(trained), abs=1e-6)  # the trainer's eval
   assert top1["shift_add"] == top1["stablehlo"] == top1["plain"]
   assert_runtime_agrees_with_plain(config, export, "litert")
-  final, agreement = run_tool("evaluate.py", f"--export={export}", "--path=litert", "--litert_mode=full_int8")[-2:]
-  assert float(agreement.split()[3]) >= 0.98 and abs(float(final.split()[3]) - top1["plain"]) <= 0.02, agreement
+  full, predictions, _ = evaluate_export(config, export, "litert", "full_int8", dataset=dataset)
+  agreement = np.mean(predictions == results["plain"][1])
+  assert agreement >= 0.98 and abs(full["eval/top1"] - top1["plain"]) <= 0.02, agreement
 
   # Each block's first conv runs on int8 kernels, int8 in and out (its output is the second conv's int8
   # input); the convs whose outputs meet a float residual sum compute in float on dequantized inputs.
@@ -97,16 +102,11 @@ def test_the_export_runs_the_trainers_quantized_inputs_on_every_path(trained, tm
   assert "STABLEHLO_COMPOSITE" not in {op["op_name"] for op in interpreter._get_ops_details()}
   assert convs.count((["int8", "int8"], "int8")) == 3 and len(convs) == 8, convs
 
-  without = run_cli("digits", str(tmp_path / "refused"), "quant.activations=fixed_point", "init_from=/nowhere",
-                    devices=1)
-  assert without.returncode != 0 and "Traceback" not in without.stderr
-  assert "init_from with quant.activations='fixed_point' is not supported yet" in without.stderr
-  onnx = subprocess.run([sys.executable, os.path.join(REPO, "export.py"), f"--workdir={trained}",
-                         f"--output={tmp_path / 'onnx'}", "--onnx"], cwd=REPO, env=cli_env(1), capture_output=True,
-                        text=True, timeout=300)
-  assert onnx.returncode != 0 and onnx.stderr.strip().splitlines()[-1].startswith(
-      "error: ONNX export of quantized activations (lsq) is not supported")
+  with pytest.raises(ConfigError, match=r"^ONNX export of quantized activations \(lsq\) is not supported"):
+    export_checkpoint(trained, str(tmp_path / "onnx"), stablehlo=False, onnx=True)
   assert not os.path.exists(tmp_path / "onnx")
+  with pytest.raises(ConfigError, match="init_from with quant.activations='fixed_point' is not supported yet"):
+    resolve_run(load_config("digits", **{"quant.activations": "fixed_point", "init_from": "/nowhere"}))
 
 
 def test_the_activation_study_runs_its_quick_grid_and_writes_its_page(tmp_path):
@@ -120,5 +120,4 @@ def test_the_activation_study_runs_its_quick_grid_and_writes_its_page(tmp_path):
   assert set(results["mnist"]) == {"mnist_s3_a8", "mnist_deepshift_ps_fixed"}
   assert all(len(v) == 1 and 0 <= v[0] <= 1 for v in results["mnist"].values())
   assert os.path.getsize(os.path.join(output, "results", "activations", "activations.png")) > 10_000
-  again = run_tool("benchmarks/activation_study.py", f"--output={output}", "--quick")
-  assert sum("done before" in line for line in again) == 2
+  assert run_tool("benchmarks/activation_study.py", f"--output={output}", "--quick", "--page_only") == lines[-1:]

@@ -88,7 +88,7 @@ def test_deploy_runtimes_script_compares_every_runtime_with_sizes_and_peak_ram()
   pytest.importorskip("jax2onnx", reason="the ONNX extra (requirements-onnx.txt)")
   out = run_script("benchmarks/deploy_runtimes.py", "--model=mlp_tiny", "--batch=2", "--repeats=2")
   variants = {"XLA float32", "XLA plain", "StableHLO", "LiteRT float32", "LiteRT low-bit", "LiteRT dynamic int8",
-              "ONNX float32", "ONNX MatMulNBits", "ONNX MatMulNBits int8"}
+              "LiteRT full int8", "ONNX float32", "ONNX MatMulNBits", "ONNX MatMulNBits int8"}
   rows = {r["variant"]: r for r in out["rows"]}
   assert set(rows) == variants and all(r["median_s"] > 0 and r["peak_ram_mb"] > 0 for r in rows.values())
   assert all(rows[v]["bytes"] > 0 for v in variants - {"XLA float32", "XLA plain"})
