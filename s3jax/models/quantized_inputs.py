@@ -59,7 +59,7 @@ def activation_layers(params, rules: Sequence[Rule | str]) -> tuple[str, ...]:
   unused = [rule.pattern for rule, hit in zip(rules, used) if not hit]
   if unused:
     raise ConfigError(f"Activation rule(s) {unused} matched no kernel path; kernels are named like "
-                      f"{[p for p in _kernel_names(params)][:3]}.")
+                      f"{list(_kernel_names(params))[:3]}.")
   return tuple(layers)
 
 
