@@ -99,7 +99,7 @@ def plot(tables: dict, titles: dict, path: str):
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  fig, axes = plt.subplots(1, len(tables), figsize=(6.5 * len(tables), 4.2), squeeze=False)
+  fig, axes = plt.subplots(1, len(tables), figsize=(6.5 * len(tables), 4.6), squeeze=False)
   for ax, (dataset, table) in zip(axes[0], tables.items()):
     methods = list(dict.fromkeys(m for _, m, _, _ in ARMS))
     inputs = list(dict.fromkeys(i for _, _, i, _ in ARMS))
@@ -118,9 +118,12 @@ def plot(tables: dict, titles: dict, path: str):
     ax.set(title=titles[dataset], ylabel="eval top-1 (%) over seeds, bars 1 sd",
            xticks=range(len(methods)), xticklabels=[f"{m} 3 bits" for m in methods],
            ylim=(max(0, min(every, default=0) - 2), 100), xlim=(-0.6, len(methods) - 0.4))
-    if ax.get_legend_handles_labels()[0]:
-      ax.legend(loc="lower right", fontsize=8)
-  fig.tight_layout()
+  legend = {}
+  for ax in axes[0]:  # one legend for both panels, below them, off the bars
+    legend.update(zip(ax.get_legend_handles_labels()[1], ax.get_legend_handles_labels()[0]))
+  fig.tight_layout(rect=(0, 0.08, 1, 1))
+  if legend:
+    fig.legend(legend.values(), legend.keys(), loc="lower center", ncol=len(legend), fontsize=9, frameon=False)
   fig.savefig(path, dpi=110)
   plt.close(fig)
 
