@@ -24,6 +24,7 @@ sys.path.insert(0, REPO)
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
 
+from benchlib import cpu_name  # noqa: E402
 from claims_page import format_duration, publish  # noqa: E402
 from paper_claims import run_grid  # noqa: E402
 from s3jax.cli import run  # noqa: E402
@@ -136,7 +137,7 @@ def write_page(output: str, datasets, seeds: int, quick: bool, seconds: float) -
   plot(tables, titles, os.path.join(output, FIGURES, "activations.png"))
   with open(os.path.join(output, FIGURES, "activations.json"), "w") as f:
     json.dump(tables, f, indent=1)
-  machine = (f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}, Python "
+  machine = (f"{cpu_name()} ({platform.machine()}), {os.cpu_count()} cores, {platform.system()}, Python "
              f"{platform.python_version()}, jax {jax.__version__}")
   lines = [
       "## Quantized activations", "",
@@ -147,7 +148,8 @@ def write_page(output: str, datasets, seeds: int, quick: bool, seconds: float) -
       "- Command: `python benchmarks/activation_study.py --output=DIR` (then `--publish=docs/RESULTS.md`: this "
       "section and its figure)",
       f"- Date: {datetime.date.today().isoformat()}; machine: {machine}",
-      f"- Run time of the runs, summed: {format_duration(seconds)}",
+      f"- Run time of the runs, summed: {format_duration(seconds)} (runs that shared the machine with other work count "
+      "in full)",
       "- Recipes: " + "; ".join(f"{t}: `{grid_args(output, d, seeds, quick).config}` as it is "
                                 f"({'6 steps, ' if quick else ''}seeds 0..{seeds - 1})"
                                 for d, t, _ in DATASETS if d in datasets), "",

@@ -7,6 +7,7 @@ is what trains.
 import functools
 import os
 import re
+import subprocess
 import sys
 import time
 
@@ -209,3 +210,12 @@ def activation_export(export, directory: str, model_name: str) -> str:
                num_classes=export.manifest["num_classes"], step=0, input_spec=export.manifest["input"],
                activations={**aq.describe(), "layers": list(activation_layers(variables["params"], rules))})
   return directory
+
+
+def cpu_name() -> str:
+  try:
+    info = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+  except OSError:
+    return "unknown CPU"
+  name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("Model name")), "?")
+  return f"{name}; AVX-512 {'yes' if 'avx512f' in info else 'no'}, VNNI {'yes' if 'vnni' in info else 'no'}"

@@ -32,7 +32,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from benchlib import activation_export, initial_variables
+from benchlib import activation_export, cpu_name, initial_variables
 from s3jax.cli import parse_flags
 from s3jax.deploy import inference, litert, onnx_export, runtimes
 from s3jax.deploy.export_format import decode_tree, load, write_export
@@ -50,15 +50,6 @@ LITERT = {"LiteRT float32": ("float", False), "LiteRT low-bit": ("float", True),
 ONNX = {"ONNX float32": None, "ONNX MatMulNBits": "float", "ONNX MatMulNBits int8": "dynamic_int8"}
 LOWBIT_LITERT = ("LiteRT low-bit", "LiteRT dynamic int8", "LiteRT full int8")
 FULL_INT8 = "LiteRT full int8"
-
-
-def cpu_name() -> str:
-  try:
-    info = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-  except OSError:
-    return "unknown CPU"
-  name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("Model name")), "?")
-  return f"{name}; AVX-512 {'yes' if 'avx512f' in info else 'no'}, VNNI {'yes' if 'vnni' in info else 'no'}"
 
 
 def write_files(model: str, directory: str, batch: int, export_dir=None) -> dict[str, str]:

@@ -57,6 +57,17 @@ def run_cli(config: str, workdir, *overrides, devices: int = 2, timeout: int = 3
                         capture_output=True, text=True, timeout=timeout)
 
 
+def logged_step(workdir) -> int:
+  """The step of the last complete line of <workdir>/metrics.jsonl (0 before the first)."""
+  import json
+  path = os.path.join(str(workdir), "metrics.jsonl")
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    lines = [l for l in f.read().splitlines() if l.strip().endswith("}")]
+  return json.loads(lines[-1])["step"] if lines else 0
+
+
 def restore_checkpoint(workdir, step=None):
   """The raw saved state tree of `step` (default: latest) in <workdir>/checkpoints, and the step."""
   import orbax.checkpoint as ocp

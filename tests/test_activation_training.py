@@ -11,7 +11,7 @@ import chex
 import numpy as np
 import pytest
 
-from helpers import (REPO, assert_runtime_agrees_with_plain, cli_command, cli_env, load_config,
+from helpers import (REPO, assert_runtime_agrees_with_plain, cli_command, cli_env, load_config, logged_step,
                      restore_checkpoint, run_cli, run_tool)
 from s3jax.errors import ConfigError
 from s3jax.records.resolved import resolve_run
@@ -25,12 +25,6 @@ RUN = ("total_steps=80", "log_every_steps=5", "checkpoint_every_steps=10", "eval
 LAYERS = ["stage1_block0/conv1", "stage1_block0/conv2", "stage2_block0/conv1", "stage2_block0/conv2",
           "stage2_block0/downsample_conv", "stage3_block0/conv1", "stage3_block0/conv2",
           "stage3_block0/downsample_conv"]
-
-
-def _logged_step(workdir) -> int:
-  path = os.path.join(workdir, "metrics.jsonl")
-  lines = [l for l in open(path).read().splitlines() if l.strip().endswith("}")] if os.path.exists(path) else []
-  return json.loads(lines[-1])["step"] if lines else 0
 
 
 def _final_top1(workdir) -> float:
@@ -52,7 +46,7 @@ def test_kill_9_then_resume_gives_the_same_step_sizes_and_metrics(trained, tmp_p
   proc = subprocess.Popen(cli_command("digits", crashed, *RUN), cwd=REPO, env=cli_env(1),
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   deadline = time.time() + 240
-  while _logged_step(crashed) < 45 and proc.poll() is None and time.time() < deadline:
+  while logged_step(crashed) < 45 and proc.poll() is None and time.time() < deadline:
     time.sleep(0.01)
   assert proc.poll() is None, proc.stderr.read()[-2000:]
   proc.send_signal(signal.SIGKILL)

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from helpers import REPO, cli_command, cli_env, load_config, restore_checkpoint, run_cli
+from helpers import REPO, cli_command, cli_env, load_config, logged_step, restore_checkpoint, run_cli
 from s3jax.training.loop import train_and_evaluate
 
 # 100 steps of batch 32 on the 8x8 digits, a checkpoint every 10 steps, on one CPU device (the
@@ -35,15 +35,6 @@ def reference(tmp_path_factory):
   done = run(workdir)
   assert done.returncode == 0, done.stderr[-2000:]
   return workdir
-
-
-def logged_step(workdir) -> int:
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return 0
-  with open(path) as f:
-    lines = [l for l in f.read().splitlines() if l.strip().endswith("}")]
-  return json.loads(lines[-1])["step"] if lines else 0
 
 
 def start(workdir, *overrides):

@@ -93,9 +93,10 @@ def _dynamic_int8(x):
 def _static_int8(x, scale: float, zero_point: int):
   """A per-tensor int8 composite: `x` on the grid `scale * (q - zero_point)`, q in [-128, 127], as int8
   activations (its body, the fake quantization, is what the converter replaces by QUANTIZE)."""
-  low, high = (-128 - zero_point) * scale, (127 - zero_point) * scale
-  return jax.lax.composite(lambda x, **_: jnp.clip(jnp.round(x / scale), low / scale, high / scale) * scale,
-                           name="quant.fake_quant")(
+  def fake_quant(x, **_):
+    return jnp.clip(jnp.round(x / scale), -128 - zero_point, 127 - zero_point) * scale
+
+  return jax.lax.composite(fake_quant, name="quant.fake_quant")(
       x, dtype="i8", narrow_range=False, scale=np.asarray([scale], np.float32),
       zero_point=np.asarray([zero_point], np.int32))
 

@@ -24,7 +24,7 @@ from s3jax.errors import ConfigError
 from s3jax.quant import activations
 from s3jax.quant.activations import ActivationQuantizer
 from s3jax.quant.interface import is_latent
-from s3jax.quant.rules import Rule, checked_rules, first_match
+from s3jax.quant.rules import Rule, RuleMatches, checked_rules
 from s3jax.quant.tree import materialize_tree, path_name
 
 STEP, SIGNED, ABS_MAX = "input_step", "input_signed", "input_abs_max"
@@ -47,16 +47,12 @@ def layer_choices(rules: Sequence[Rule | str]) -> tuple[LayerChoice, ...]:
 def activation_layers(params, rules: Sequence[Rule | str]) -> tuple[str, ...]:
   """The module paths ('stage1_block0/conv1') whose kernel ('.../kernel', a latent or a float array) a
   quantizing rule chooses, first match winning as for weights. A rule that matches no kernel is an error."""
-  rules = layer_choices(rules)
-  used, layers = [False] * len(rules), []
-  for path, _ in jax.tree_util.tree_flatten_with_path(params, is_leaf=is_latent)[0]:
-    name = path_name(path)
-    i = first_match(rules, name) if name.endswith(KERNEL) else None
-    if i is not None:
-      used[i] = True
-      if rules[i].quantizes:
-        layers.append(name[:-len(KERNEL)])
-  unused = [rule.pattern for rule, hit in zip(rules, used) if not hit]
+  match, layers = RuleMatches(layer_choices(rules)), []
+  for name in _kernel_names(params):
+    rule = match(name)
+    if rule is not None and rule.quantizes:
+      layers.append(name[:-len(KERNEL)])
+  unused = match.unused()
   if unused:
     raise ConfigError(f"Activation rule(s) {unused} matched no kernel path; kernels are named like "
                       f"{list(_kernel_names(params))[:3]}.")
@@ -104,8 +100,7 @@ def quantized_inputs(rules: Sequence[Rule | str], aq: ActivationQuantizer, *, ca
   a quantizing rule or a bare pattern chooses (first match wins, as for weights) is quantized by `aq`. A rule
   that no called layer matched is an error at the block's end (a misspelt pattern would quantize nothing).
   `calibrate`: each chosen layer's variables are set again from the batch it sees (`quantize_input`)."""
-  rules = layer_choices(rules)
-  used = [False] * len(rules)
+  match = RuleMatches(layer_choices(rules))
   if not aq.enabled:
     yield
     return
@@ -114,18 +109,14 @@ def quantized_inputs(rules: Sequence[Rule | str], aq: ActivationQuantizer, *, ca
     module = context.module
     if context.method_name != "__call__" or not args or module.scope is None or not _kernel_layer(module):
       return next_fun(*args, **kwargs)
-    name = "/".join(module.scope.path) + KERNEL
-    i = first_match(rules, name)
-    if i is None:
-      return next_fun(*args, **kwargs)
-    used[i] = True
-    if not rules[i].quantizes:
+    rule = match("/".join(module.scope.path) + KERNEL)
+    if rule is None or not rule.quantizes:
       return next_fun(*args, **kwargs)
     return next_fun(quantize_input(module, args[0], aq, calibrate), *args[1:], **kwargs)
 
   with nn.intercept_methods(interceptor):
     yield
-  unused = [rule.pattern for rule, hit in zip(rules, used) if not hit]
+  unused = match.unused()
   if unused:
     raise ConfigError(f"Activation rule(s) {unused} matched no kernel layer the model called; patterns are "
                       "on kernel paths ('stage1_block0/conv1/kernel'), as for weights.")
@@ -139,7 +130,6 @@ class QuantizedInputs:
   model: nn.Module
   rules: tuple[Rule | str, ...]
   aq: ActivationQuantizer
-  calibrate: bool = False    # see quantized_inputs; `calibrated_variables` sets it
 
   def init(self, *args, **kwargs):
     with self.block():
@@ -152,7 +142,7 @@ class QuantizedInputs:
   def block(self):
     """The `quantized_inputs` block this model runs in (for a caller that adds interceptors of its own
     around `self.model`: entered first, it quantizes before theirs run)."""
-    return quantized_inputs(self.rules, self.aq, calibrate=self.calibrate)
+    return quantized_inputs(self.rules, self.aq)
 
   def __getattr__(self, name):
     if name.startswith("__") or name == "model":  # copy and pickle probe before `model` is set
@@ -167,7 +157,8 @@ def calibrated_variables(model: QuantizedInputs, variables: dict, x, **kwargs) -
   where the model normalizes with batch statistics in training, as it will see its inputs then (BatchNorm's
   running statistics are kept as they were)."""
   plain = {**variables, "params": materialize_tree(variables["params"])}
-  _, updated = dataclasses.replace(model, calibrate=True).apply(plain, x, mutable=["params", "batch_stats"], **kwargs)
+  with quantized_inputs(model.rules, model.aq, calibrate=True):
+    _, updated = model.model.apply(plain, x, mutable=["params", "batch_stats"], **kwargs)
   merged = {}
   for collection, names in (("params", (STEP,)), ("batch_stats", (SIGNED, ABS_MAX))):
     old = flax.traverse_util.flatten_dict(variables.get(collection, {}))
@@ -213,16 +204,13 @@ def quantize_nnx_inputs(model, rules: Sequence[Rule | str], aq: ActivationQuanti
   if aq.kind == "calibrated":
     raise ConfigError("quantize_nnx_inputs takes lsq or fixed_point; a calibrated running max needs a "
                       "train/eval switch NNX layers do not share. Use lsq.")
-  choices = layer_choices(rules)
-  used, chosen = [False] * len(choices), []
+  match, chosen = RuleMatches(layer_choices(rules)), []
   for path, node in nnx.iter_graph(model):
     if isinstance(node, nnx.Module) and path and isinstance(getattr(node, "kernel", None), nnx.Param):
-      i = first_match(choices, "/".join(map(str, path)) + KERNEL)
-      if i is not None:
-        used[i] = True
-        if choices[i].quantizes:
-          chosen.append(path)
-  unused = [c.pattern for c, hit in zip(choices, used) if not hit]
+      rule = match("/".join(map(str, path)) + KERNEL)
+      if rule is not None and rule.quantizes:
+        chosen.append(path)
+  unused = match.unused()
   if unused:
     raise ConfigError(f"Activation rule(s) {unused} matched no kernel layer of the NNX model.")
   layers = []

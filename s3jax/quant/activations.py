@@ -143,10 +143,15 @@ def _flag(signed):
   return jnp.asarray(signed, jnp.float32)
 
 
+def _ratio_and_codes(v, step, bits: int, signed):
+  q_n, q_p = lsq_bounds(bits, signed)
+  ratio = v / step
+  return ratio, jnp.round(jnp.clip(ratio, -q_n, q_p))
+
+
 def quantize_codes(v, step, bits: int, signed) -> jax.Array:
   """The integers `round(clip(v / s, -Q_N, Q_P))` (as v's float dtype): what an integer kernel reads."""
-  q_n, q_p = lsq_bounds(bits, signed)
-  return jnp.round(jnp.clip(v / step, -q_n, q_p))
+  return _ratio_and_codes(v, step, bits, signed)[1]
 
 
 def lsq(v, step, bits: int, signed):
@@ -160,8 +165,8 @@ def calibrated(v, step, bits: int, signed):
 
 
 def _grid_forward(v, step, signed, bits):
-  codes = quantize_codes(v, step, bits, signed)
-  return codes * step, (v / step, codes, step, signed)
+  ratio, codes = _ratio_and_codes(v, step, bits, signed)
+  return codes * step, (ratio, codes, step, signed)
 
 
 def _inside_and_zero_cotangents(bits, residuals, g):
@@ -180,8 +185,7 @@ def _lsq_backward(bits, residuals, g):
   ratio, codes, step, signed = residuals
   q_n, q_p = lsq_bounds(bits, signed)
   step_slope = jnp.where(ratio < -q_n, -q_n, jnp.where(ratio > q_p, q_p, codes - ratio))
-  grad_scale = 1.0 / jnp.sqrt(per_example_size(ratio) * jnp.asarray(q_p, jnp.float32))
-  grad_step = (jnp.sum(g * step_slope) * grad_scale).astype(step.dtype)
+  grad_step = (jnp.sum(g * step_slope) * lsq_grad_scale(ratio, bits, signed)).astype(step.dtype)
   grad_v, _, grad_signed = _inside_and_zero_cotangents(bits, residuals, g)
   return grad_v, jnp.reshape(grad_step, jnp.shape(step)), grad_signed
 

@@ -55,3 +55,22 @@ def checked_rules(rules) -> tuple[Rule, ...]:
 def first_match(rules: Sequence[Rule], name: str) -> int | None:
   """Index of the first rule whose pattern `re.fullmatch`es `name` (None if none does)."""
   return next((i for i, rule in enumerate(rules) if re.fullmatch(rule.pattern, name)), None)
+
+
+class RuleMatches:
+  """First-match lookups over `rules` (anything with a `.pattern`) that remember which rules matched, for the
+  error a rule that chose nothing gets."""
+
+  def __init__(self, rules):
+    self.rules = tuple(rules)
+    self._used = [False] * len(self.rules)
+
+  def __call__(self, name: str):
+    """The first rule whose pattern `re.fullmatch`es `name`, or None."""
+    i = first_match(self.rules, name)
+    if i is not None:
+      self._used[i] = True
+    return None if i is None else self.rules[i]
+
+  def unused(self) -> list[str]:
+    return [rule.pattern for rule, hit in zip(self.rules, self._used) if not hit]

@@ -19,7 +19,7 @@ from s3jax.quant.interface import materialize as materialize_latent
 from s3jax.quant.proxies import gradient_proxy, latent_from_proxy
 from s3jax.quant.banks import Banked, materialize_banked
 from s3jax.quant.layout import layout_for
-from s3jax.quant.rules import Rule, checked_rules, first_match
+from s3jax.quant.rules import Rule, RuleMatches, checked_rules
 from s3jax.quant.scaled import Scaled
 
 FLOAT_ROLE = "float"  # the role of an ordinary (not quantized) parameter
@@ -61,18 +61,14 @@ def map_kernels(params, rules: Sequence[Rule], fn):
   """Replaces each leaf that `rules` choose for a quantizer `q` by `fn(name, leaf, q)`, where `q` has the
   kernel's layout settled (`layout_for`); other leaves (and those of FULL_PRECISION rules) pass through.
   A kernel whose layout cannot be settled is a ConfigError naming its path."""
-  rules = checked_rules(rules)
-  used = [False] * len(rules)
+  match = RuleMatches(checked_rules(rules))
 
   def convert(path, leaf):
     name = path_name(path)
-    i = first_match(rules, name)
-    if i is None:
+    rule = match(name)
+    if rule is None or not rule.quantizes:
       return leaf
-    used[i] = True
-    pattern, q = rules[i].pattern, rules[i].quantizer
-    if not rules[i].quantizes:
-      return leaf
+    pattern, q = rule.pattern, rule.quantizer
     if getattr(leaf, "ndim", 0) < 2:
       raise ConfigError(f"Rule {pattern!r} chose {name} of shape {leaf.shape}; only kernels "
                         "(rank >= 2) can be quantized.")
@@ -85,7 +81,7 @@ def map_kernels(params, rules: Sequence[Rule], fn):
       raise ConfigError(f"{name}: {err} Use a rule (pattern, quantizer(..., layout=...)) for it.") from None
 
   out = jax.tree_util.tree_map_with_path(convert, params)
-  unused = [rule.pattern for rule, hit in zip(rules, used) if not hit]
+  unused = match.unused()
   if unused:
     raise ConfigError(f"Quantization rule(s) {unused} matched no parameter path; "
                       f"paths look like {_example_paths(params)}.")
