@@ -188,16 +188,17 @@ def compiled_step(state, step, batch, compiler_options: dict | None = None):
 
 
 def activation_export(export, directory: str, model_name: str) -> str:
-  """A copy of the random-latent `export` whose quantized layers' inputs are on 8-bit LSQ grids, their steps
-  and signedness calibrated on random normal inputs as a run sets them from its first batch: what
-  `--litert=full_int8` converts."""
+  """A copy of the random-latent `export` with 8-bit LSQ grids at the model's integer activation points (a
+  ViT: its quantized layers' inputs), their steps and signedness calibrated on random normal inputs as a
+  run sets them from its first batch: what `--litert=full_int8` converts."""
   import jax.numpy as jnp
   from flax import traverse_util
   from s3jax.deploy.export_format import latent_tree, write_export
-  from s3jax.models import QuantizedInputs, activation_layers, default_quant_patterns
+  from s3jax.models import QuantizedInputs, activation_layers, default_quant_patterns, registry
   from s3jax.models.quantized_inputs import STEP, calibrated_variables
   from s3jax.quant import ActivationQuantizer
-  aq, rules = ActivationQuantizer("lsq", bits=8), tuple(default_quant_patterns(model_name))
+  aq = ActivationQuantizer("lsq", bits=8)
+  rules = tuple(registry.integer_patterns_or_none(model_name) or default_quant_patterns(model_name))
   model = QuantizedInputs(export.create_model(), rules, aq)
   shape = export.input_shape
   fresh = jax.jit(lambda key: model.init(key, jnp.zeros((1, *shape)), train=False))(jax.random.key(0))
@@ -208,7 +209,7 @@ def activation_export(export, directory: str, model_name: str) -> str:
       {"params": traverse_util.unflatten_dict(latents), "batch_stats": fresh.get("batch_stats", {})})
   write_export(variables["params"], variables["batch_stats"], directory, model=export.manifest["model"],
                num_classes=export.manifest["num_classes"], step=0, input_spec=export.manifest["input"],
-               activations={**aq.describe(), "layers": list(activation_layers(variables["params"], rules))})
+               activations={**aq.describe(), "layers": list(activation_layers(model, variables, images[:1], train=False))})
   return directory
 
 

@@ -60,6 +60,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.quant.activation_fraction_bits = 16
   c.quant.activation_rules = ()  # regexes on kernel paths whose layers' inputs are quantized; () = the
                                 # kernels quant.rules quantize
+  c.quant.activation_points = "layers"  # layers: as activation_rules say; integer: the model's points that put
+                                # every tensor between quantized layers on a grid (ResNets: each block's input
+                                # and both summands of its residual sum too), for an all-int8 --litert=full_int8
 
   c.optim = ml_collections.ConfigDict()
   c.optim.optimizer = "sgd"     # sgd | radam (DeepShift's released recipe for PS)
@@ -154,6 +157,10 @@ def validate_config(config, device_count: int | None = None):
          f"quant.convert_latent_scale={config.quant.convert_latent_scale!r} must be > 0.")
   _check(config.quant.dense_penalty >= 0,
          f"quant.dense_penalty={config.quant.dense_penalty!r} must be >= 0.")
+  _check(config.quant.activation_points in ("layers", "integer"),
+         f"quant.activation_points={config.quant.activation_points!r} is unknown; use 'layers' or 'integer'.")
+  _check(config.quant.activation_points == "layers" or not config.quant.activation_rules,
+         "quant.activation_points='integer' chooses the model's own points; leave quant.activation_rules empty.")
   if device_count is not None:
     _check(config.batch_size % device_count == 0,
            f"batch_size={config.batch_size} is not divisible by the {device_count} devices; "

@@ -131,7 +131,8 @@ class Export:
     model = create_model(self.manifest["model"], self.manifest["num_classes"])
     if not self.activations.enabled:
       return model
-    layers = tuple(re.escape(layer) + "/kernel" for layer in self.manifest["activations"]["layers"])
+    # a layer's rule matches its kernel's path, an activation point's its own
+    layers = tuple(re.escape(layer) + "(/kernel)?" for layer in self.manifest["activations"]["layers"])
     return QuantizedInputs(model, layers, self.activations)
 
 

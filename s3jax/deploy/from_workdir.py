@@ -78,8 +78,10 @@ def export_checkpoint(workdir: str, output: str, step: int | None = None, stable
   if "full_int8" in litert_modes:
     litert.check_full_int8(run.activations)
   model, variables, step, spec = restore_variables(config, workdir, step)
-  activations = ({**run.activations.describe(), "layers": list(activation_layers(variables["params"], run.activation_rules))}
-                 if run.activations.enabled else None)
+  activations = None
+  if run.activations.enabled:
+    images = jax.ShapeDtypeStruct((1, *spec["input"]["shape"]), jax.numpy.float32)
+    activations = {**run.activations.describe(), "layers": list(activation_layers(model, variables, images, train=False))}
   # Written beside `output` and renamed into place only when complete: an export cut short (Ctrl-C, a
   # full disk) leaves nothing that looks like an export, and the same command then succeeds.
   partial = partial_path(output)

@@ -26,6 +26,7 @@ from s3jax.deploy.export_format import Export, is_quantized
 from s3jax.deploy.manifest import ExportError, file_entry, read_manifest, verified_path, write_manifest
 from s3jax.deploy.runtimes import LITERT_INSTALL, interpreter_runner
 from s3jax.errors import ConfigError
+from s3jax.models.activation_point import ActivationPoint
 from s3jax.models.quantized_inputs import ABS_MAX, SIGNED, STEP, unwrapped
 from s3jax.quant.activations import calibrated_step
 from s3jax.quant.tree import path_name
@@ -164,6 +165,8 @@ def lowbit_function(export: Export, mode: str, lowbit: bool = True):
 
     def interceptor(next_fun, args, kwargs, context):
       module = context.module
+      if isinstance(module, ActivationPoint) and "/".join(module.path) in grids:  # a residual summand
+        return next_fun(_static_int8(args[0], *grids["/".join(module.path)]))
       if not (isinstance(module, LAYERS) and context.method_name == "__call__"):
         return next_fun(*args, **kwargs)
       name = "/".join(module.path)

@@ -2,11 +2,12 @@
 
 `quantized_inputs(rules, aq)` is a context manager around `model.init` / `model.apply`: through
 `nn.intercept_methods` it quantizes the first argument of the `__call__` of each layer the rules choose (a
-Dense, DenseGeneral or Conv: the input its kernel multiplies). Per layer, in the module's own scope:
+Dense, DenseGeneral or Conv: the input its kernel multiplies; rules match '<layer path>/kernel'), and of each
+`ActivationPoint` they choose (rules match its path). Per layer or point, in the module's own scope:
 - lsq: the step size, params `input_step`, initialized from the batch the model is initialized with;
 - lsq and calibrated: the 0/1 signedness flag, batch_stats `input_signed`;
 - calibrated: the running max |input|, batch_stats `input_abs_max`, updated when batch_stats is mutable.
-`activation_layers(params, rules)` names them from a params tree. `QuantizedInputs(model, rules, aq)` is
+`activation_layers(model, variables, x)` names them. `QuantizedInputs(model, rules, aq)` is
 `model` with the block built into its `init` and `apply`; `calibrated_variables` sets the variables again
 from a batch (a model initialized on shapes, then calibrated on data: the trainer).
 """
@@ -21,11 +22,11 @@ import jax
 import jax.numpy as jnp
 
 from s3jax.errors import ConfigError
+from s3jax.models.activation_point import ActivationPoint
 from s3jax.quant import activations
 from s3jax.quant.activations import ActivationQuantizer
-from s3jax.quant.interface import is_latent
 from s3jax.quant.rules import Rule, RuleMatches, checked_rules
-from s3jax.quant.tree import materialize_tree, path_name
+from s3jax.quant.tree import materialize_tree
 
 STEP, SIGNED, ABS_MAX = "input_step", "input_signed", "input_abs_max"
 KERNEL = "/kernel"
@@ -44,25 +45,20 @@ def layer_choices(rules: Sequence[Rule | str]) -> tuple[LayerChoice, ...]:
   return tuple(LayerChoice(r, True) if isinstance(r, str) else LayerChoice(r.pattern, r.quantizes) for r in rules)
 
 
-def activation_layers(params, rules: Sequence[Rule | str]) -> tuple[str, ...]:
-  """The module paths ('stage1_block0/conv1') whose kernel ('.../kernel', a latent or a float array) a
-  quantizing rule chooses, first match winning as for weights. A rule that matches no kernel is an error."""
-  match, layers = RuleMatches(layer_choices(rules)), []
-  for name in _kernel_names(params):
-    rule = match(name)
-    if rule is not None and rule.quantizes:
-      layers.append(name[:-len(KERNEL)])
-  unused = match.unused()
-  if unused:
-    raise ConfigError(f"Activation rule(s) {unused} matched no kernel path; kernels are named like "
-                      f"{list(_kernel_names(params))[:3]}.")
+def activation_layers(model: "QuantizedInputs", variables: dict, *args, **kwargs) -> tuple[str, ...]:
+  """The paths of the layers ('stage1_block0/conv1') and activation points ('stage1_block0/branch') whose
+  input `model` quantizes, in the order it calls them: traced on one call `model.apply(variables, *args,
+  **kwargs)` (shapes only; params may hold latents). A rule that chooses none of them is an error."""
+  layers = []
+
+  def call(variables, *args):
+    with quantized_inputs(model.rules, model.aq) as chosen:
+      out = model.model.apply({**variables, "params": materialize_tree(variables["params"])}, *args, **kwargs)
+    layers.extend(dict.fromkeys(chosen))
+    return out
+
+  jax.eval_shape(call, variables, *args)
   return tuple(layers)
-
-
-def _kernel_names(params):
-  for path, _ in jax.tree_util.tree_flatten_with_path(params, is_leaf=is_latent)[0]:
-    if path_name(path).endswith(KERNEL):
-      yield path_name(path)
 
 
 def quantize_input(module: nn.Module, x, aq: ActivationQuantizer, calibrate: bool = False):
@@ -88,38 +84,44 @@ def quantize_input(module: nn.Module, x, aq: ActivationQuantizer, calibrate: boo
   return activations.calibrated(x, step, aq.bits, signed).astype(x.dtype)
 
 
-def _kernel_layer(module) -> bool:
-  """Whether `module` owns a kernel its input multiplies (Dense, DenseGeneral, Conv, ...), not a block or a
-  norm whose path a broad pattern might also match."""
-  return hasattr(module, "kernel_init")
+def _rule_path(module) -> str | None:
+  """The path rules match for `module`: its kernel's ('<path>/kernel') if it owns a kernel its input
+  multiplies (Dense, DenseGeneral, Conv, ...), its own if it is an `ActivationPoint`; else None (a block or a
+  norm whose path a broad pattern might also match)."""
+  path = "/".join(module.scope.path)
+  if isinstance(module, ActivationPoint):
+    return path
+  return path + KERNEL if hasattr(module, "kernel_init") else None
 
 
 @contextlib.contextmanager
 def quantized_inputs(rules: Sequence[Rule | str], aq: ActivationQuantizer, *, calibrate: bool = False):
   """Within the block, the `__call__` input of each kernel layer whose kernel path ('<module path>/kernel')
-  a quantizing rule or a bare pattern chooses (first match wins, as for weights) is quantized by `aq`. A rule
-  that no called layer matched is an error at the block's end (a misspelt pattern would quantize nothing).
-  `calibrate`: each chosen layer's variables are set again from the batch it sees (`quantize_input`)."""
-  match = RuleMatches(layer_choices(rules))
+  and of each `ActivationPoint` whose path a quantizing rule or a bare pattern chooses (first match wins, as
+  for weights) is quantized by `aq`. A rule that nothing called matched is an error at the block's end (a
+  misspelt pattern would quantize nothing). `calibrate`: each chosen layer's variables are set again from
+  the batch it sees (`quantize_input`). Yields the list of the chosen module paths, filled as they run."""
+  match, chosen = RuleMatches(layer_choices(rules)), []
   if not aq.enabled:
-    yield
+    yield chosen
     return
 
   def interceptor(next_fun, args, kwargs, context):
     module = context.module
-    if context.method_name != "__call__" or not args or module.scope is None or not _kernel_layer(module):
-      return next_fun(*args, **kwargs)
-    rule = match("/".join(module.scope.path) + KERNEL)
+    path = _rule_path(module) if context.method_name == "__call__" and args and module.scope is not None else None
+    rule = None if path is None else match(path)
     if rule is None or not rule.quantizes:
       return next_fun(*args, **kwargs)
+    chosen.append("/".join(module.scope.path))
     return next_fun(quantize_input(module, args[0], aq, calibrate), *args[1:], **kwargs)
 
   with nn.intercept_methods(interceptor):
-    yield
+    yield chosen
   unused = match.unused()
   if unused:
-    raise ConfigError(f"Activation rule(s) {unused} matched no kernel layer the model called; patterns are "
-                      "on kernel paths ('stage1_block0/conv1/kernel'), as for weights.")
+    raise ConfigError(f"Activation rule(s) {unused} matched no kernel layer or activation point the model "
+                      "called; patterns are on kernel paths ('stage1_block0/conv1/kernel'), as for weights, or "
+                      "on activation point paths ('stage1_block0/branch').")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,13 +8,17 @@ spoken-language shift network (Avila et al., Interspeech 2022).
 
 Parameter names are a contract with `QUANT_PATTERNS`, the kernels a run quantizes by default: residual
 blocks are 'stage<i>_block<j>' and hold convs named 'conv<k>' and 'downsample_conv'; the stem is
-'stem_conv' and the classifier 'head'.
+'stem_conv' and the classifier 'head'. Each block also names, as `ActivationPoint`s, its input ('input',
+shared by its first conv and its shortcut) and the summands of its residual sum ('branch', 'shortcut'):
+where `INTEGER_ACTIVATION_PATTERNS` quantize them, the sum is integer.
 """
 import functools
 from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
+
+from s3jax.models.activation_point import ActivationPoint
 
 
 # torchvision's BatchNorm defaults: running-stat momentum 0.1 (0.9 in Flax's convention), eps 1e-5.
@@ -29,6 +33,9 @@ ModuleDef = Any
 
 # Every conv kernel in the stages (downsample 1x1 convs included); stem, BatchNorms and head stay float.
 QUANT_PATTERNS = (r"stage\d+_block\d+/.*conv.*/kernel",)
+# quant.activation_points=integer: every tensor between quantized convs on a grid. Each block's input, once
+# for its first conv, its downsample conv and an identity shortcut; its inner convs' inputs; both summands.
+INTEGER_ACTIVATION_PATTERNS = (r"stage\d+_block\d+/(input|branch|shortcut)", r"stage\d+_block\d+/conv[23]/kernel")
 
 
 class BasicBlock(nn.Module):
@@ -43,10 +50,11 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     d, conv, norm = self.spatial_dims, self.conv, self.norm
+    x = ActivationPoint(name="input")(x)
     y = conv(self.filters, (3,) * d, (self.strides,) * d, padding=_pad(3, d), name="conv1")(x)
     y = nn.relu(norm(name="bn1")(y))
     y = conv(self.filters, (3,) * d, padding=_pad(3, d), name="conv2")(y)
-    y = norm(name="bn2")(y)
+    y = ActivationPoint(name="branch")(norm(name="bn2")(y))
     return nn.relu(_shortcut(self, x, self.filters) + y)
 
 
@@ -62,12 +70,13 @@ class Bottleneck(nn.Module):
   @nn.compact
   def __call__(self, x):
     d, conv, norm = self.spatial_dims, self.conv, self.norm
+    x = ActivationPoint(name="input")(x)
     y = conv(self.filters, (1,) * d, name="conv1")(x)
     y = nn.relu(norm(name="bn1")(y))
     y = conv(self.filters, (3,) * d, (self.strides,) * d, padding=_pad(3, d), name="conv2")(y)
     y = nn.relu(norm(name="bn2")(y))
     y = conv(self.filters * self.expansion, (1,) * d, name="conv3")(y)
-    y = norm(name="bn3")(y)
+    y = ActivationPoint(name="branch")(norm(name="bn3")(y))
     return nn.relu(_shortcut(self, x, self.filters * self.expansion) + y)
 
 
@@ -77,7 +86,7 @@ def _shortcut(block, x, out: int):
     return x
   d = block.spatial_dims
   x = block.conv(out, (1,) * d, (block.strides,) * d, name="downsample_conv")(x)
-  return block.norm(name="downsample_bn")(x)
+  return ActivationPoint(name="shortcut")(block.norm(name="downsample_bn")(x))
 
 
 class ResNet(nn.Module):

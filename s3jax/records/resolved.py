@@ -65,7 +65,10 @@ class ResolvedRun:
     weights = {"method": q.method}
     if isinstance(q, quant.Quantizer):
       weights |= {"bits": int(q.bits), "scale": q.scale}
-    return {"quant": weights, "activations": self.activations.describe()}
+    activations = self.activations.describe()
+    if self.activations.enabled and self.config.quant.activation_points != "layers":  # older checkpoints resume
+      activations |= {"points": self.config.quant.activation_points}
+    return {"quant": weights, "activations": activations}
 
   def create_model(self, num_classes: int):
     """The run's Flax model; where it quantizes activations, wrapped so that the chosen layers' inputs are
@@ -86,14 +89,16 @@ class ResolvedRun:
 def resolve_run(config, device_count: int | None = None, steps_per_epoch: int | None = None) -> ResolvedRun:
   """The run `config` describes, its plain values checked first (`validate_config`; the batch against
   `device_count` where given). `quant.rules` () takes the model's own patterns."""
-  from s3jax.models import default_quant_patterns  # Flax loads here, not on `import s3jax`
+  from s3jax.models import default_quant_patterns, integer_activation_patterns  # Flax loads here
   validate_config(config, device_count)
   quantizer = quant.quantizer_from_config(config.quant)
   patterns = config.quant.rules or default_quant_patterns(config.model)
   rules = quant.rules_for(patterns, quantizer)
   activations = activation_quantizer_from_config(config.quant)
   activation_rules = tuple(config.quant.activation_rules) or rules
-  if activations.enabled and not config.quant.activation_rules and not isinstance(quantizer, quant.Quantizer):
+  if activations.enabled and config.quant.activation_points == "integer":
+    activation_rules = integer_activation_patterns(config.model)
+  elif activations.enabled and not config.quant.activation_rules and not isinstance(quantizer, quant.Quantizer):
     raise ConfigError(f"quant.activations={activations.kind!r} with quant.method=float quantizes no layer's "
                       "input by default; name the layers with --config.quant.activation_rules (regexes on kernel "
                       "paths).")
