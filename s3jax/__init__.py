@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 __version__ = "0.3.0"
 
 __all__ = [
-    "ActivationQuantizer", "FULL_PRECISION", "QuantizedInputs", "Quantizer", "ResolvedRun", "Rule", "S3Latent",
+    "ActivationPoint", "ActivationQuantizer", "FULL_PRECISION", "QuantizedInputs", "Quantizer", "ResolvedRun", "Rule", "S3Latent",
     "calibrated_variables", "convert_to_latents", "dense_penalty", "dense_weight_penalty", "from_codes",
     "init_latent", "make_optimizer", "materialize", "materialize_tree", "project_tree", "quantize_nnx_inputs",
-    "quantized_inputs",
+    "quantized_inputs", "activation_layers",
     "quantized_paths", "quantizer", "quantizer_of", "resolve_run", "rules_for", "ste_sign", "ste_step", "to_codes",
     "to_latents",
 ]
@@ -30,8 +30,9 @@ __all__ = [
 # handler is in place before jax is imported.
 _HOMES = {**dict.fromkeys(__all__, "s3jax.quant"), "ResolvedRun": "s3jax.records.resolved",
           "resolve_run": "s3jax.records.resolved", "make_optimizer": "s3jax.training.optim",
-          **dict.fromkeys(("QuantizedInputs", "calibrated_variables", "quantize_nnx_inputs", "quantized_inputs"),
-                          "s3jax.models.quantized_inputs")}
+          **dict.fromkeys(("QuantizedInputs", "activation_layers", "calibrated_variables", "quantize_nnx_inputs",
+                           "quantized_inputs"), "s3jax.models.quantized_inputs"),
+          "ActivationPoint": "s3jax.models.activation_point"}
 _PACKAGES = ("classification", "cli", "config", "data", "deploy", "errors", "models", "quant", "records", "report",
              "training")
 
@@ -52,8 +53,9 @@ def __dir__():
 
 
 if TYPE_CHECKING:  # the same names, for static readers (the API reference, type checkers)
-  from s3jax.models.quantized_inputs import (QuantizedInputs, calibrated_variables, quantize_nnx_inputs,
-                                             quantized_inputs)
+  from s3jax.models.activation_point import ActivationPoint
+  from s3jax.models.quantized_inputs import (QuantizedInputs, activation_layers, calibrated_variables,
+                                             quantize_nnx_inputs, quantized_inputs)
   from s3jax.quant import (FULL_PRECISION, ActivationQuantizer, Quantizer, Rule, S3Latent, convert_to_latents, dense_penalty,
                            dense_weight_penalty, from_codes, init_latent, materialize, materialize_tree,
                            project_tree, quantized_paths, quantizer, quantizer_of, rules_for, ste_sign, ste_step,
