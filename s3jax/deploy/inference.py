@@ -6,6 +6,9 @@
   weight levels, `y = sum_k ldexp(layer(x, T_k), k)`, with `T_k` the {-1, 0, +1} mask of the weights
   +-2^k: the weights only add, subtract and shift. A learned or fixed scale is one multiply per output
   channel after the sum (foldable into the next BatchNorm). Agrees with the plain path to float rounding.
+  Where a layer's input is fixed point (`quant.activations=fixed_point`, x = q * 2^-F), it computes in
+  integers: q as int64, each mask's adds and subtracts exact, the partial sums shifted left into the
+  finest level's unit and summed; one conversion to float32 per output (`integer_shift_add_layer`).
 - `export_stablehlo(export)`: the plain path with its weights baked in (decoded once, as float32 constants),
   serialised by `jax.export`, so that a process with only `jax` installed can run it (see
   `load_stablehlo`). On the ResNets its logits equal the plain path's bit for bit; on a ViT, compiled for
@@ -66,16 +69,54 @@ def _shift_add_layer(module: nn.Module, exponents, masks, scale, x):
   return y
 
 
+def _integer_linear(module: nn.Module, kernel, q):
+  """The Dense or Conv `module`'s linear map of the int64 arrays `q` and `kernel` (lax, in int64: Flax's
+  layers compute in float types only); None for another layer or padding (which then runs in float)."""
+  if type(module) is nn.Dense:
+    return jax.lax.dot_general(q, kernel, (((q.ndim - 1,), (0,)), ((), ())))
+  d = len(getattr(module, "kernel_size", ()))
+  if type(module) is not nn.Conv or not 1 <= d <= 3 or module.padding in ("CIRCULAR", "CAUSAL", "REFLECT"):
+    return None
+  as_tuple = lambda v: (v,) * d if isinstance(v, int) else tuple(v or (1,) * d)  # noqa: E731
+  padding = module.padding if isinstance(module.padding, str) else [
+      (p, p) if isinstance(p, int) else tuple(p) for p in module.padding]
+  space = "HWD"[:d]
+  return jax.lax.conv_general_dilated(
+      q, kernel, as_tuple(module.strides), padding, lhs_dilation=as_tuple(module.input_dilation),
+      rhs_dilation=as_tuple(module.kernel_dilation), feature_group_count=module.feature_group_count,
+      dimension_numbers=(f"N{space}C", f"{space}IO", f"N{space}C"))
+
+
+def integer_shift_add_layer(module: nn.Module, exponents, masks, x, fraction_bits: int):
+  """(y_q, e): the integer outputs (int64) of the Dense or Conv layer `module` (no bias, no scale) on `x`,
+  whose values are fixed point with `fraction_bits` (x = q * 2^-F exactly), and their unit 2^e: y_q * 2^e
+  equals sum_k layer(x, T_k) * 2^k without rounding. None for a layer it cannot run in integers. Needs
+  64-bit types (`jax.enable_x64`)."""
+  q = jnp.round(x.astype(jnp.float64) * 2.0 ** fraction_bits).astype(jnp.int64)  # exact: x is on the grid
+  finest = min(exponents)
+  y_q = None
+  for k, mask in zip(exponents, masks):
+    partial = _integer_linear(module, mask.astype(jnp.int64), q)  # adds and subtracts
+    if partial is None:
+      return None
+    partial = partial << (k - finest)  # a shift
+    y_q = partial if y_q is None else y_q + partial
+  return y_q, finest - fraction_bits
+
+
 def shift_add_apply(export: Export):
   """A jitted images -> logits function in which no quantized weight is multiplied (see module doc).
-  The level masks are built once, here."""
+  The level masks are built once, here. Its `integer_layers` attribute names the layers it ran in
+  integers (filled at the first call)."""
   model = export.create_model()
+  aq = export.activations
+  fixed_inputs = set(export.manifest["activations"]["layers"]) if aq.kind == "fixed_point" else set()
   kernels = {"/".join(path): leaf["kernel"] for path, leaf in _modules_with_codes(export.params)}
   exponents = {name: _exponents(k) for name, k in kernels.items()}
   masks = jax.jit(lambda ks: {name: _level_masks(k) for name, k in ks.items()})(kernels)
   scales = {name: k.scale_factor() for name, k in kernels.items()}
   weights = jax.jit(decode_tree)(export.params)  # only the float layers read these
-  shifted = set()  # filled while `apply` traces
+  shifted, integer_layers = set(), set()  # filled while `apply` traces
 
   @jax.jit
   def apply(weights, masks, scales, batch_stats, images):
@@ -85,7 +126,14 @@ def shift_add_apply(export: Export):
       if not (isinstance(module, LAYERS) and context.method_name == "__call__" and name in masks):
         return next_fun(*args, **kwargs)
       shifted.add(name)
-      y = _shift_add_layer(module, exponents[name], masks[name], scales[name], args[0])
+      integer = name in fixed_inputs and integer_shift_add_layer(
+          module, exponents[name], masks[name], args[0], aq.fraction_bits)
+      if integer:
+        integer_layers.add(name)
+        y = jnp.ldexp(integer[0].astype(jnp.float32), jnp.int32(integer[1]))  # one rounding, exact below 2^24
+        y = y if scales[name] is None else y * scales[name].astype(y.dtype)
+      else:
+        y = _shift_add_layer(module, exponents[name], masks[name], scales[name], args[0])
       return y + module.variables["params"]["bias"] if module.use_bias else y
 
     flax_model, quantized_inputs = unwrapped(model)
@@ -93,12 +141,14 @@ def shift_add_apply(export: Export):
       return flax_model.apply({"params": weights, "batch_stats": batch_stats}, images, train=False)
 
   def run(images):
-    logits = apply(weights, masks, scales, export.batch_stats, images)
+    with jax.enable_x64(True) if fixed_inputs else contextlib.nullcontext():  # int64 sums; floats stay float32
+      logits = apply(weights, masks, scales, export.batch_stats, jnp.asarray(images, jnp.float32))
     if set(masks) - shifted:  # such a layer ran on decoded weights: not multiplication-free
       raise ExportError(f"{sorted(set(masks) - shifted)[0]} is not a Conv, Dense or DenseGeneral layer: the "
                         "shift-add path cannot run it without multiplies; use --path=plain.")
     return logits
 
+  run.integer_layers = integer_layers
   return run
 
 
