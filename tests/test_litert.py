@@ -24,13 +24,18 @@ pytest.importorskip("litert_converter", reason="the LiteRT extra: pip install --
 SPEC = {"shape": [8, 8, 1], "mean": [0.0], "std": [1.0], "pixels": "test"}
 
 
-def _export(tmp_path, method, bits, scale="none", name="resnet8", shape=(8, 8, 1)):
-  """`name` with random latents of `method` (its default kernels), written as an export and loaded back."""
+def _export(tmp_path, method, bits, scale="none", name="resnet8", shape=(8, 8, 1), negative_gammas=False):
+  """`name` with random latents of `method` (its default kernels), written as an export and loaded back.
+  Its BatchNorms as after training: a factor of their own per channel (of either sign: `negative_gammas`)."""
   params, batch_stats = random_variables(name, shape, quant.quantizer(method, bits, scale=scale))
-  rng = np.random.default_rng(bits)  # BatchNorms as after training: a factor of their own per channel
+  rng = np.random.default_rng(bits)
   randomized = lambda x: x if is_latent(x) else jnp.asarray(rng.uniform(0.5, 2.0, x.shape), x.dtype)
   params = jax.tree.map(randomized, params, is_leaf=is_latent)
   batch_stats = jax.tree.map(randomized, batch_stats)
+  if negative_gammas:
+    params = jax.tree_util.tree_map_with_path(
+        lambda p, x: x * rng.choice([-1, 1], x.shape) if jax.tree_util.keystr(p).endswith("['scale']") else x,
+        params, is_leaf=is_latent)
   spec = {**SPEC, "shape": list(shape), "mean": [0.0] * shape[-1], "std": [1.0] * shape[-1]}
   write_export(params, batch_stats, str(tmp_path), model=name, num_classes=10, input_spec=spec, step=0)
   return load(str(tmp_path))
@@ -153,3 +158,34 @@ def test_the_lowbit_file_is_a_fraction_of_the_float32_one(bits, dtype, most, tmp
   assert export.manifest["litert"]["float_b1"]["weight_types"] == [dtype]
   float32 = litert.convert(litert.lowbit_function(export, "float", lowbit=False)[0], export.input_shape, 1, False)
   assert os.path.getsize(path) <= most * len(float32), (os.path.getsize(path), len(float32))
+
+
+def test_full_int8_folds_the_batchnorm_after_a_dense_into_its_integers_and_scale(tmp_path):
+  """LiteRT's converter folds a BatchNorm into a conv only: the MLP's first Dense (its output goes into the
+  second's 8-bit grid) runs as an int8 FULLY_CONNECTED only with its BatchNorm folded at export, the
+  integers negated where gamma < 0 and the scale unit * |gamma| / sqrt(var + eps), as numpy computes it."""
+  sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "benchmarks"))
+  from benchlib import activation_export
+  export = _export(tmp_path / "weights", "s3", 3, name="mlp_tiny", shape=(6, 6, 1), negative_gammas=True)
+  full = load(activation_export(export, str(tmp_path / "full"), "mlp_tiny"))
+  path = litert.export_litert(full, "full_int8", 4)
+  interpreter = _interpreter(path)
+  details = {t["index"]: t for t in interpreter.get_tensor_details()}
+  fcs = [op for op in interpreter._get_ops_details() if op["op_name"] == "FULLY_CONNECTED"]
+  int8 = [op for op in fcs if all(details[i]["dtype"] == np.int8 for i in (*op["inputs"][:2], op["outputs"][0]))]
+  assert len(int8) == 1 and len(fcs) == 3, fcs       # dense1; dense2 feeds the float head, which is float
+  weight = details[int8[0]["inputs"][1]]
+  gamma = np.asarray(full.params["bn1"]["scale"], np.float64)
+  assert np.any(gamma < 0) and np.any(gamma > 0)
+  a = gamma / np.sqrt(np.asarray(full.batch_stats["bn1"]["var"], np.float64) + 1e-5)
+  levels = np.asarray(full.params["dense1"]["kernel"].unscaled())                    # S3's unit is 1
+  np.testing.assert_array_equal(interpreter.get_tensor(weight["index"]), (levels * np.sign(a)).T.astype(np.int8))
+  np.testing.assert_allclose(weight["quantization_parameters"]["scales"], np.abs(a), rtol=1e-6)
+  images = jax.random.normal(jax.random.key(2), (4, 6, 6, 1))
+  reference = np.asarray(inference.plain_apply(full)(images))
+  folded = np.asarray(jax.jit(litert.lowbit_function(full, "full_int8")[0])(images))   # the graph converted
+  np.testing.assert_allclose(folded, reference, rtol=1e-5, atol=1e-5 * np.abs(reference).max())
+  # LiteRT's int8 arithmetic (an int32 bias on the input-times-weight scale, fixed-point requantization
+  # multipliers) moves these random-weight logits by 0.3% of their largest.
+  got = np.asarray(litert.litert_apply(str(tmp_path / "full"), "full_int8")(images))
+  np.testing.assert_allclose(got, reference, atol=1e-2 * np.abs(reference).max())

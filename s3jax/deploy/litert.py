@@ -11,7 +11,8 @@ quantized conv's per-channel scale.
 Modes: 'float' keeps float activations (the weights are dequantized at load); 'dynamic_int8' quantizes
 each quantized layer's input on the fly (LiteRT's hybrid kernels); 'full_int8', for a run that trained
 quantized activations (`quant.activations=lsq` or `calibrated`, 8 bits), stores each quantized
-layer's input as int8 on its learned grid, so that the layer runs on int8 kernels. One batch size per file: in jax 0.10
+layer's input as int8 on its learned grid, so that the layer runs on int8 kernels (with a BatchNorm after a
+quantized Dense folded into it, `norm_folding`, as the converter folds one only into a conv). One batch size per file: in jax 0.10
 a composite under a symbolic batch does not lower.
 """
 import contextlib
@@ -22,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from s3jax.deploy import norm_folding
 from s3jax.deploy.export_format import Export, is_quantized
 from s3jax.deploy.manifest import ExportError, file_entry, read_manifest, verified_path, write_manifest
 from s3jax.deploy.runtimes import LITERT_INSTALL, interpreter_runner
@@ -149,6 +151,8 @@ def lowbit_function(export: Export, mode: str, lowbit: bool = True):
 
   planned = jax.tree_util.tree_map_with_path(kernel, export.params, is_leaf=is_quantized)
   is_plan = lambda x: isinstance(x, tuple)
+  biases = norm_folding.fold_into_plans(export, unwrapped(model)[0], planned, plans) if mode == "full_int8" else {}
+  folded_norms = {norm for _, norm in biases.values()}
 
   def weights(plan, height: bool = False):
     """The kernel (with a leading unit height for a 1-D conv run as 2-D), in its composite if low-bit."""
@@ -167,9 +171,11 @@ def lowbit_function(export: Export, mode: str, lowbit: bool = True):
       module = context.module
       if isinstance(module, ActivationPoint) and "/".join(module.path) in grids:  # a residual summand
         return next_fun(_static_int8(args[0], *grids["/".join(module.path)]))
-      if not (isinstance(module, LAYERS) and context.method_name == "__call__"):
+      if not (isinstance(module, (*LAYERS, nn.BatchNorm)) and context.method_name == "__call__"):
         return next_fun(*args, **kwargs)
       name = "/".join(module.path)
+      if name in folded_norms:  # folded into the Dense before it
+        return args[0]
       if mode == "dynamic_int8" and name in plans:
         annotate = _dynamic_int8
       elif name in grids:
@@ -179,7 +185,8 @@ def lowbit_function(export: Export, mode: str, lowbit: bool = True):
       if isinstance(module, nn.Conv) and len(module.kernel_size) == 1:
         kernel = weights(plans.get(name, module.variables["params"]["kernel"]), height=True)
         return _conv1d_as_2d(module, kernel, args[0], annotate)
-      return next_fun(annotate(args[0]), *args[1:], **kwargs)
+      y = next_fun(annotate(args[0]), *args[1:], **kwargs)
+      return y + biases[name][0] if name in biases else y
 
     flax_model, quantized_inputs = unwrapped(model)
     if grids:  # each grid's composite quantizes its input itself: LiteRT's QUANTIZE, not float ops
