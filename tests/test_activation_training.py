@@ -14,7 +14,6 @@ import pytest
 from helpers import (REPO, cli_command, cli_env, load_config, logged_step,
                      restore_checkpoint, run_cli, run_tool)
 from s3jax.errors import ConfigError
-from s3jax.records.resolved import resolve_run
 
 pytestmark = pytest.mark.slow
 
@@ -103,8 +102,6 @@ def test_the_export_runs_the_trainers_quantized_inputs_on_every_path(trained, tm
   with pytest.raises(ConfigError, match=r"^ONNX export of quantized activations \(lsq\) is not supported"):
     export_checkpoint(trained, str(tmp_path / "onnx"), stablehlo=False, onnx=True)
   assert not os.path.exists(tmp_path / "onnx")
-  with pytest.raises(ConfigError, match="init_from with quant.activations='fixed_point' is not supported yet"):
-    resolve_run(load_config("digits", **{"quant.activations": "fixed_point", "init_from": "/nowhere"}))
 
 
 def test_the_activation_study_runs_its_quick_grid_and_writes_its_page(tmp_path):

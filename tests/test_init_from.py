@@ -94,3 +94,18 @@ def test_what_cannot_be_converted_is_a_one_line_error(study, tmp_path):
   result = run_cli("digits", tmp_path / "cli", f"init_from={s3_run}", "total_steps=2", "batch_size=16")
   assert_one_line_error(result, "is a s3 run")
   assert not os.path.exists(tmp_path / "cli" / "checkpoints" / "2")
+
+
+def test_a_float_model_converts_into_a_run_that_quantizes_its_activations(study, tmp_path):
+  """init_from with 8-bit LSQ grids at the integer points: the float checkpoint has no step sizes; the
+  first batch sets them (LSQ's init), as in a run from scratch, and they train from there."""
+  config = load_config("digits", init_from=str(study / "runs" / "float_seed0"), total_steps=2,
+                       eval_every_steps=2, **{"quant.method": "s3", "quant.bits": 3, "optim.warmup_epochs": 0.0,
+                                              "quant.activations": "lsq", "quant.activation_points": "integer"})
+  final = train_and_evaluate(config, str(tmp_path))
+  assert 0 <= final["eval/top1"] <= 1
+  from helpers import restore_checkpoint
+  state, step = restore_checkpoint(str(tmp_path))
+  steps = [float(state["params"][f"stage{i}_block0"][point]["input_step"])
+           for i in (1, 2, 3) for point in ("input", "conv2", "branch")]
+  assert step == 2 and all(s > 0 for s in steps) and len(set(steps)) == len(steps), steps  # none left at 1

@@ -170,6 +170,19 @@ def calibrated_variables(model: QuantizedInputs, variables: dict, x, **kwargs) -
   return {**variables, **merged}
 
 
+def with_input_variables(trees, expected):
+  """`trees` (a tuple of variable trees: params, batch_stats) with the quantized-input variables the same
+  trees of a model that quantizes its inputs (`expected`, abstract) hold and `trees` lack, as placeholder
+  ones: a float model's converted weights, before `calibrated_variables` sets them from a batch."""
+  out = []
+  for tree, want in zip(trees, expected):
+    flat, wanted = flax.traverse_util.flatten_dict(tree), flax.traverse_util.flatten_dict(want)
+    flat |= {key: jnp.ones(leaf.shape, leaf.dtype) for key, leaf in wanted.items()
+             if key not in flat and key[-1] in (STEP, SIGNED, ABS_MAX)}
+    out.append(flax.traverse_util.unflatten_dict(flat))
+  return tuple(out)
+
+
 def unwrapped(model):
   """(the Flax model, the block its inputs' quantization runs in: a no-op for a plain model)."""
   if isinstance(model, QuantizedInputs):

@@ -81,8 +81,8 @@ class ResolvedRun:
     return dataclasses.replace(self, durations=Durations.from_config(self.config, steps_per_epoch))
 
   def in_full_precision(self) -> "ResolvedRun":
-    """The same run as a float model: what `init_from` reads before converting it."""
-    return dataclasses.replace(self, quantizer=quant.FULL_PRECISION,
+    """The same run as a float model with float inputs: what `init_from` reads before converting it."""
+    return dataclasses.replace(self, quantizer=quant.FULL_PRECISION, activations=ActivationQuantizer(),
                                rules=quant.rules_for([r.pattern for r in self.rules], quant.FULL_PRECISION))
 
 
@@ -102,8 +102,5 @@ def resolve_run(config, device_count: int | None = None, steps_per_epoch: int | 
     raise ConfigError(f"quant.activations={activations.kind!r} with quant.method=float quantizes no layer's "
                       "input by default; name the layers with --config.quant.activation_rules (regexes on kernel "
                       "paths).")
-  if activations.enabled and config.init_from:
-    raise ConfigError(f"init_from with quant.activations={activations.kind!r} is not supported yet; convert "
-                      "with quant.activations=none, or train from scratch.")
   run = ResolvedRun(config, quantizer, rules, activations=activations, activation_rules=activation_rules)
   return run if steps_per_epoch is None else run.with_durations(steps_per_epoch)

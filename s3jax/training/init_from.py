@@ -63,7 +63,8 @@ def read_float_variables(path: str, abstract: dict) -> tuple[dict, str]:
 def converted_variables(run: ResolvedRun, model, input_shape) -> tuple[dict, dict]:
   """(params, batch_stats) of `run.config.init_from`, converted by `run.rules` (kept as they are where the
   rules are full precision), on the host."""
-  abstract = abstract_variables_on_one_device(run.in_full_precision(), model, input_shape)
+  from s3jax.models.quantized_inputs import unwrapped
+  abstract = abstract_variables_on_one_device(run.in_full_precision(), unwrapped(model)[0], input_shape)
   variables, where = read_float_variables(run.config.init_from, abstract)
   params, batch_stats = jax.device_get((variables["params"], variables["batch_stats"]))
   logging.info("Starting from the float model in %s, as %s.", where, run.quantizer.describe())

@@ -10,6 +10,7 @@ from absl import logging
 
 from s3jax import data
 from s3jax.errors import ConfigError
+from s3jax.models.quantized_inputs import with_input_variables
 from s3jax.records import checkpoints, workdir_files
 from s3jax.records.resolved import ResolvedRun, resolve_run
 from s3jax.records.variables import run_init_program
@@ -44,6 +45,8 @@ def start_from(run: ResolvedRun, model, input_shape, tx, abstract_state, mesh):
   """The step-0 state of `run.config.init_from` (a float model, converted), replicated over `mesh`."""
   params, batch_stats = init_from.converted_variables(run, model, input_shape)
   expected = (abstract_state.params, abstract_state.batch_stats)
+  if run.activations.enabled:  # the float model has no activation variables: the first batch sets them
+    params, batch_stats = with_input_variables((params, batch_stats), expected)
   if jax.tree.structure((params, batch_stats)) != jax.tree.structure(expected):
     raise ConfigError(f"the model converted from init_from={run.config.init_from!r} does not have the "
                       "structure of a fresh run of this config (quant.rules choose other kernels?).")
