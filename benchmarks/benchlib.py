@@ -194,11 +194,15 @@ def activation_export(export, directory: str, model_name: str) -> str:
   import jax.numpy as jnp
   from flax import traverse_util
   from s3jax.deploy.export_format import latent_tree, write_export
-  from s3jax.models import QuantizedInputs, activation_layers, default_quant_patterns, registry
+  from s3jax.errors import ConfigError
+  from s3jax.models import QuantizedInputs, activation_layers, default_quant_patterns, integer_activation_patterns
   from s3jax.models.quantized_inputs import STEP, calibrated_variables
   from s3jax.quant import ActivationQuantizer
   aq = ActivationQuantizer("lsq", bits=8)
-  rules = tuple(registry.integer_patterns_or_none(model_name) or default_quant_patterns(model_name))
+  try:
+    rules = tuple(integer_activation_patterns(model_name))
+  except ConfigError:  # a ViT
+    rules = tuple(default_quant_patterns(model_name))
   model = QuantizedInputs(export.create_model(), rules, aq)
   shape = export.input_shape
   fresh = jax.jit(lambda key: model.init(key, jnp.zeros((1, *shape)), train=False))(jax.random.key(0))

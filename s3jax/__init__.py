@@ -18,12 +18,11 @@ from typing import TYPE_CHECKING
 __version__ = "0.3.0"
 
 __all__ = [
-    "ActivationPoint", "ActivationQuantizer", "FULL_PRECISION", "QuantizedInputs", "Quantizer", "ResolvedRun", "Rule", "S3Latent",
-    "calibrated_variables", "convert_to_latents", "dense_penalty", "dense_weight_penalty", "from_codes",
-    "init_latent", "make_optimizer", "materialize", "materialize_tree", "project_tree", "quantize_nnx_inputs",
-    "quantized_inputs", "activation_layers",
-    "quantized_paths", "quantizer", "quantizer_of", "resolve_run", "rules_for", "ste_sign", "ste_step", "to_codes",
-    "to_latents",
+    "ActivationPoint", "ActivationQuantizer", "FULL_PRECISION", "QuantizedInputs", "Quantizer", "ResolvedRun", "Rule",
+    "S3Latent", "activation_layers", "calibrated_variables", "convert_to_latents", "dense_penalty",
+    "dense_weight_penalty", "from_codes", "init_latent", "make_optimizer", "materialize", "materialize_tree",
+    "project_tree", "quantize_nnx_inputs", "quantized_inputs", "quantized_paths", "quantizer", "quantizer_of",
+    "resolve_run", "rules_for", "ste_sign", "ste_step", "to_codes", "to_latents",
 ]
 # Where each of those names lives. They are imported on first use, so that `import s3jax.cli` (every
 # tool's first line) does not wait seconds for jax: a tool's --help answers at once, and its Ctrl-C

@@ -16,6 +16,8 @@ quantized Dense folded into it, `norm_folding`, as the converter folds one only 
 a composite under a symbolic batch does not lower.
 """
 import contextlib
+import functools
+import operator
 import os
 
 import flax.linen as nn
@@ -120,9 +122,8 @@ def static_input_grids(export: Export) -> dict[str, tuple[float, int]]:
   check_full_int8(aq)
   grids = {}
   for layer in export.manifest["activations"]["layers"]:
-    params, stats = export.params, export.batch_stats
-    for key in layer.split("/"):
-      params, stats = params[key], stats[key]
+    params, stats = (functools.reduce(operator.getitem, layer.split("/"), tree)
+                     for tree in (export.params, export.batch_stats))
     signed = float(np.asarray(stats[SIGNED])) > 0
     if aq.kind == "lsq":
       step = float(np.asarray(params[STEP]))

@@ -6,6 +6,9 @@ run in float. Folded here, the layer's integers stay as they are; its per-channe
 `scale * |a|` (a channel with `a < 0` negates its integers, as LiteRT's scales are positive) and it gains
 the bias `b`, with `a = gamma / sqrt(var + eps)` and `b = beta - mean * a` the eval-mode BatchNorm.
 """
+import functools
+import operator
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -58,11 +61,9 @@ def fold_into_plans(export, model, planned: dict, plans: dict) -> dict[str, tupl
   pairs = dense_norm_pairs(model, {"params": weights, "batch_stats": export.batch_stats}, images, set(plans))
   biases = {}
   for dense, (norm, epsilon) in pairs.items():
-    layer, norm_params, norm_stats = planned, export.params, export.batch_stats
-    for key in dense.split("/"):
-      layer = layer[key]
-    for key in norm.split("/"):
-      norm_params, norm_stats = norm_params[key], norm_stats[key]
+    layer = functools.reduce(operator.getitem, dense.split("/"), planned)
+    norm_params, norm_stats = (functools.reduce(operator.getitem, norm.split("/"), tree)
+                               for tree in (export.params, export.batch_stats))
     ints, scale, dtype, axis = layer["kernel"]
     ints, scale, bias = folded(ints, scale, norm_params, norm_stats, epsilon, layer.get("bias", 0.0))
     layer["kernel"] = plans[dense] = (ints, scale, dtype, axis)

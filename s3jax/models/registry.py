@@ -41,12 +41,8 @@ def integer_activation_patterns(name: str) -> tuple[str, ...]:
   """The activation rules of `quant.activation_points=integer` for model `name`: regexes on kernel paths and
   `ActivationPoint` paths that put every tensor between its quantized layers on a grid, so that an int8
   deployment computes in int8 throughout (`--litert=full_int8`). A ConfigError for a model without them."""
-  patterns = integer_patterns_or_none(name)
+  patterns = _family(name)[2]
   if patterns is None:
     raise ConfigError(f"quant.activation_points='integer' is not defined for model={name!r} (its attention "
                       "multiplies activations by activations); use quant.activation_points='layers'.")
   return patterns
-
-
-def integer_patterns_or_none(name: str) -> tuple[str, ...] | None:
-  return _family(name)[2]

@@ -15,6 +15,7 @@ from absl import logging
 from etils import epath
 
 from s3jax.errors import ConfigError
+from s3jax.models.quantized_inputs import unwrapped
 from s3jax.quant.conversion import convert_to_latents
 from s3jax.records import checkpoints
 from s3jax.records.checkpoint_reading import read_variables
@@ -63,7 +64,6 @@ def read_float_variables(path: str, abstract: dict) -> tuple[dict, str]:
 def converted_variables(run: ResolvedRun, model, input_shape) -> tuple[dict, dict]:
   """(params, batch_stats) of `run.config.init_from`, converted by `run.rules` (kept as they are where the
   rules are full precision), on the host."""
-  from s3jax.models.quantized_inputs import unwrapped
   abstract = abstract_variables_on_one_device(run.in_full_precision(), unwrapped(model)[0], input_shape)
   variables, where = read_float_variables(run.config.init_from, abstract)
   params, batch_stats = jax.device_get((variables["params"], variables["batch_stats"]))
